@@ -1,0 +1,40 @@
+# fadkd: `make help` lists the targets.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed
+
+.PHONY: help install demo test test-slow lint format clean
+
+help:  ## list the targets
+	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
+
+$(STAMP): pyproject.toml
+	$(PYTHON) -m venv $(VENV)
+	$(BIN)/pip install -q --upgrade pip
+	# torch first, pinned: this version's CPU build is on disk; an unpinned torch pulls GBs of CUDA wheels
+	$(BIN)/pip install -q torch==2.13.0
+	$(BIN)/pip install -q -e '.[dev]'
+	touch $(STAMP)
+
+install: $(STAMP)  ## create .venv: torch==2.13.0 first, then fadkd with dev tools
+
+demo: $(STAMP)  ## the one-minute CPU run: tiny teacher -> tiny student on the shipped SST-2 sample
+	$(BIN)/fadkd train
+
+test: $(STAMP)  ## the fast test suite (a few minutes on 2 CPU cores)
+	$(BIN)/pytest -q
+
+test-slow: $(STAMP)  ## the slow tests (real GLUE data, longer CLI runs); CI runs them too
+	$(BIN)/pytest -q -m slow
+
+lint: $(STAMP)  ## ruff lint and format check
+	$(BIN)/ruff check .
+	$(BIN)/ruff format --check .
+
+format: $(STAMP)  ## ruff format and autofix
+	$(BIN)/ruff format .
+	$(BIN)/ruff check --fix .
+
+clean:  ## remove run outputs (not the venv)
+	rm -rf outputs multirun .pytest_cache

@@ -1,0 +1,3 @@
+from fadkd.cli import main
+
+main()

@@ -1,0 +1,52 @@
+"""Normalise a model's forward pass into one small record that the losses read.
+
+No loss code knows a model class: everything goes through `run_model`, which keeps only
+the hidden states and attention maps of the mapped layers (index convention: see
+fadkd/mapping.py; hidden[0] is the embedding output, hidden[i] / attentions[i] belong to
+transformer layer i, 1-based).
+"""
+
+from dataclasses import dataclass
+
+import torch
+from torch import Tensor
+
+from fadkd.errors import FadkdError
+
+
+@dataclass
+class Outputs:
+    logits: Tensor  # [B, C] (sequence classification) or [B, L, V] (causal LM)
+    hidden: dict[int, Tensor]  # layer index -> [B, L, H]; 0 = embedding output
+    attentions: dict[int, Tensor]  # layer index (1-based) -> [B, heads, L, L] probabilities
+    mask: Tensor  # [B, L] attention mask, 1 = real token
+
+
+def run_model(
+    model: torch.nn.Module,
+    inputs: dict[str, Tensor],
+    hidden_layers: frozenset[int] = frozenset(),
+    attention_layers: frozenset[int] = frozenset(),
+) -> Outputs:
+    """Forward `model` on tokenized `inputs`, keeping only the requested layers."""
+    out = model(
+        **inputs,
+        output_hidden_states=bool(hidden_layers),
+        output_attentions=bool(attention_layers),
+    )
+    hidden = {i: out.hidden_states[i] for i in hidden_layers} if hidden_layers else {}
+    attentions = {}
+    if attention_layers:
+        maps = out.attentions or ()
+        if len(maps) == 0 or any(maps[i - 1] is None for i in attention_layers):
+            # SDPA / flash attention return no probabilities; an empty attention loss would
+            # silently train nothing, so refuse.
+            impl = getattr(model.config, "_attn_implementation", "?")
+            raise FadkdError(
+                f"{type(model).__name__} returned no attention maps (attention implementation "
+                f"'{impl}'); attention alignment (loss.delta > 0) needs eager attention. fadkd "
+                "loads models with attn_implementation='eager' when loss.delta > 0: if this "
+                "model does not support it, set loss.delta=0"
+            )
+        attentions = {i: maps[i - 1] for i in attention_layers}
+    return Outputs(logits=out.logits, hidden=hidden, attentions=attentions, mask=inputs["attention_mask"])

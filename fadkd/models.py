@@ -1,0 +1,112 @@
+"""Load teachers and students: a local Hugging Face folder, a Hub id, or a tiny preset.
+
+The tiny presets are random-init BERTs built from config (no weights), with the small
+WordPiece tokenizer shipped in fadkd/assets/tiny-tokenizer, so tests and the one-minute
+demo need no downloads.
+"""
+
+import os
+from pathlib import Path
+
+import torch
+from transformers import (
+    AutoModelForSequenceClassification,
+    AutoTokenizer,
+    BertConfig,
+    BertForSequenceClassification,
+    PreTrainedModel,
+    PreTrainedTokenizerBase,
+)
+
+from fadkd.config import ModelConfig
+from fadkd.errors import FadkdError
+
+TINY_TOKENIZER = Path(__file__).parent / "assets" / "tiny-tokenizer"
+
+
+class ModelError(FadkdError):
+    """A model or tokenizer cannot be loaded as configured."""
+
+
+def _looks_local(path: str) -> bool:
+    """A path the user meant as a folder (not a Hub id like 'org/name')."""
+    return path.startswith((".", "/", "~")) or os.path.exists(path) or path.count("/") > 1
+
+
+def _check_folder(path: str, what: str, role: str) -> None:
+    folder = Path(path).expanduser()
+    if not folder.exists():
+        raise ModelError(
+            f"{role}.{what}={path}: the folder does not exist; give a Hugging Face model folder "
+            f"(with config.json) or a Hub id such as sentence-transformers/all-MiniLM-L6-v2"
+        )
+    if what == "path" and not (folder / "config.json").is_file():
+        raise ModelError(
+            f"{role}.path={path} is not a Hugging Face model folder: it has no config.json "
+            "(save one with model.save_pretrained(dir))"
+        )
+
+
+def load_tokenizer(cfg: ModelConfig, role: str) -> PreTrainedTokenizerBase:
+    """The tokenizer of `cfg`: its own folder / Hub id, else the shipped tiny one."""
+    source = cfg.tokenizer or cfg.path or str(TINY_TOKENIZER)
+    if (cfg.tokenizer or cfg.path) and _looks_local(source):
+        _check_folder(source, "tokenizer" if cfg.tokenizer else "path", role)
+    try:
+        return AutoTokenizer.from_pretrained(os.path.expanduser(source))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{role}: cannot load a tokenizer from {source}: {err}") from None
+
+
+def load_classifier(
+    cfg: ModelConfig,
+    role: str,
+    num_labels: int,
+    vocab_size: int,
+    attn_implementation: str,
+) -> PreTrainedModel:
+    """A sequence-classification model with `num_labels` outputs (1 = regression).
+
+    attn_implementation is "eager" when attention maps are needed: transformers 5 runs BERT
+    with SDPA by default, which returns no attention probabilities.
+    """
+    problem = "regression" if num_labels == 1 else "single_label_classification"
+    if cfg.path is None:
+        config = BertConfig(
+            vocab_size=vocab_size,
+            hidden_size=cfg.hidden_size,
+            num_hidden_layers=cfg.num_layers,
+            num_attention_heads=cfg.num_heads,
+            intermediate_size=cfg.intermediate_size,
+            max_position_embeddings=cfg.max_position_embeddings,
+            num_labels=num_labels,
+            problem_type=problem,
+            attn_implementation=attn_implementation,
+        )
+        torch.manual_seed(cfg.init_seed)
+        return BertForSequenceClassification(config)
+    if _looks_local(cfg.path):
+        _check_folder(cfg.path, "path", role)
+    try:
+        return AutoModelForSequenceClassification.from_pretrained(
+            os.path.expanduser(cfg.path),
+            num_labels=num_labels,
+            problem_type=problem,
+            attn_implementation=attn_implementation,
+        )
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{role}: cannot load a model from {cfg.path}: {err}") from None
+
+
+def depth(model: PreTrainedModel) -> int:
+    """Number of transformer layers."""
+    return int(model.config.num_hidden_layers)
+
+
+def width(model: PreTrainedModel) -> int:
+    """Hidden size of every layer's output."""
+    return int(model.config.hidden_size)
+
+
+def count_parameters(model: torch.nn.Module) -> int:
+    return sum(p.numel() for p in model.parameters())

@@ -1,0 +1,93 @@
+"""Results tables over finished runs: rich in the terminal, plus results.md and results.csv."""
+
+import csv
+import json
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+from fadkd.errors import FadkdError
+
+
+def find_runs(paths: list[Path]) -> list[Path]:
+    """Every run folder (one holding metrics.json) at or below `paths`, sorted, no duplicates."""
+    runs: set[Path] = set()
+    for path in paths:
+        if not path.exists():
+            raise FadkdError(f"{path} does not exist; give run folders or a multirun folder")
+        runs.update(p.parent for p in path.rglob("metrics.json"))
+    if not runs:
+        raise FadkdError(
+            f"no finished runs (folders with metrics.json) under {', '.join(map(str, paths))}; "
+            "train first with `fadkd train` or `fadkd train -m ...`"
+        )
+    return sorted(runs)
+
+
+def overrides_of(run: Path) -> list[str]:
+    """The command-line overrides Hydra recorded for the run (empty when not run by Hydra)."""
+    path = run / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+
+
+def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict]]:
+    """One row per run: its overrides, the student's dev metrics, the teacher's main metric."""
+    rows, metric_names = [], []
+    for run in runs:
+        m = json.loads((run / "metrics.json").read_text())
+        student = m.get("student") or {}
+        for name in student:
+            if name not in metric_names:
+                metric_names.append(name)
+        teacher = m.get("teacher") or {}
+        rows.append(
+            {
+                "run": str(run.relative_to(root)) if root and run != root else str(run),
+                "task": m["task"],
+                "overrides": " ".join(overrides_of(run)),
+                **{name: student.get(name) for name in student},
+                "main_metric": m["main_metric"],
+                "teacher": teacher.get(m["main_metric"]),
+                "student_params": m["params"]["student"],
+                "steps": m["steps"],
+                "train_s": m["train_seconds"],
+            }
+        )
+    rows.sort(key=lambda r: -(r.get(r["main_metric"]) or float("-inf")))
+    columns = ["run", "task", "overrides", *metric_names, "teacher", "student_params", "steps", "train_s"]
+    return columns, rows
+
+
+def _cell(value) -> str:
+    if value is None:
+        return "-"
+    if isinstance(value, float):
+        return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
+    return str(value)
+
+
+def write_table(paths: list[Path], out_dir: Path | None = None) -> Path:
+    """Print the table and write results.md / results.csv; returns the folder written to."""
+    runs = find_runs(paths)
+    root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
+    columns, rows = collect(runs, root)
+    out_dir = out_dir or root or Path.cwd()
+
+    table = Table(title=f"fadkd results ({len(rows)} runs, best first by each task's main metric)")
+    for col in columns:
+        table.add_column(col, overflow="fold")
+    for row in rows:
+        table.add_row(*[_cell(row.get(c)) for c in columns])
+    Console().print(table)
+
+    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
+    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    with open(out_dir / "results.csv", "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
+        writer.writeheader()
+        writer.writerows(rows)
+    Console().print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.csv'}")
+    return out_dir

@@ -1,0 +1,36 @@
+"""Shared test helpers: paths, and running the CLI as a user would (a subprocess)."""
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "fixtures" / "glue"
+SHARED_GLUE = Path(os.environ.get("FADKD_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
+
+# A few steps on a handful of rows: enough to exercise every file the CLI writes.
+FAST = [
+    "task.max_train_samples=24",
+    "task.max_eval_samples=12",
+    "train.max_steps=4",
+    "train.batch_size=8",
+    "train.log_every=1",
+]
+
+
+def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    proc = subprocess.run(
+        [sys.executable, "-m", "fadkd", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=600
+    )
+    if check and proc.returncode != 0:
+        raise AssertionError(f"fadkd {' '.join(args)} exited {proc.returncode}\n{proc.stdout}\n{proc.stderr}")
+    return proc
+
+
+@pytest.fixture
+def fixtures_dir() -> Path:
+    return FIXTURES

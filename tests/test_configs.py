@@ -1,0 +1,85 @@
+"""Every shipped config composes into the typed schema, and bad values fail clearly."""
+
+from pathlib import Path
+
+import pytest
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+
+from fadkd.cli import CONF_DIR
+from fadkd.config import Config, ConfigError, LossConfig, register_configs, to_config
+
+# Groups whose options need a value the user must give (a path); supplied here.
+NEEDS = {
+    "teacher=hf": ["teacher.path=/some/folder"],
+    "student=hf": ["student.path=/some/folder"],
+}
+
+
+def _compose(overrides: list[str]) -> Config:
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=overrides))
+
+
+def _options() -> list[str]:
+    out = []
+    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment"):
+        for path in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
+            out.append(f"{group}={path.stem}")
+    return out
+
+
+@pytest.mark.parametrize("choice", _options())
+def test_every_config_composes(choice: str):
+    overrides = [choice, *NEEDS.get(choice, [])]
+    if choice.startswith("task=") and choice != "task=sst2":
+        overrides.append("task.data_dir=/some/glue")
+    cfg = _compose(overrides)
+    assert isinstance(cfg, Config)
+    assert isinstance(cfg.loss, LossConfig)
+
+
+def test_default_config_is_the_demo():
+    cfg = _compose([])
+    assert cfg.task.name == "sst2" and cfg.task.data_dir == "sample"
+    assert cfg.teacher.path is None and cfg.student.path is None
+    assert cfg.student.num_layers < cfg.teacher.num_layers
+
+
+def test_experiment_pins_the_ablation_row():
+    cfg = _compose(["experiment=ablation_kd_only"])
+    assert cfg.loss.alpha > 0 and cfg.loss.beta == cfg.loss.gamma == cfg.loss.delta == 0
+
+
+@pytest.mark.parametrize(
+    "override, message",
+    [
+        ("loss.beta=-1", "negative"),
+        ("loss.temperature=0", "must be > 0"),
+        ("mapping.strategy=diagonal", "unknown"),
+        ("train.lr=0", "train.lr"),
+        ("train.batch_size=0", "positive"),
+    ],
+)
+def test_bad_values_fail_with_a_message(override: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        _compose([override])
+
+
+def test_all_weights_zero_is_refused():
+    with pytest.raises(ConfigError, match="nothing to train"):
+        _compose(["loss.alpha=0", "loss.beta=0", "loss.gamma=0", "loss.delta=0", "loss.ce=0"])
+
+
+def test_task_without_data_dir_says_how_to_fix():
+    with pytest.raises(ConfigError, match="task.data_dir=hub"):
+        _compose(["task=mrpc"])
+
+
+def test_type_errors_name_the_key():
+    from hydra.errors import ConfigCompositionException
+
+    with pytest.raises(ConfigCompositionException, match="train.batch_size=many"):
+        _compose(["train.batch_size=many"])
