@@ -22,13 +22,9 @@ class Outputs:
     mask: Tensor  # [B, L] attention mask, 1 = real token
 
 
-def run_model(
-    model: torch.nn.Module,
-    inputs: dict[str, Tensor],
-    hidden_layers: frozenset[int] = frozenset(),
-    attention_layers: frozenset[int] = frozenset(),
-) -> Outputs:
+def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers") -> Outputs:
     """Forward `model` on tokenized `inputs`, keeping only the requested layers."""
+    hidden_layers, attention_layers = layers.hidden, layers.attentions
     out = model(
         **inputs,
         output_hidden_states=bool(hidden_layers),
@@ -50,3 +46,24 @@ def run_model(
             )
         attentions = {i: maps[i - 1] for i in attention_layers}
     return Outputs(logits=out.logits, hidden=hidden, attentions=attentions, mask=inputs["attention_mask"])
+
+
+@dataclass(frozen=True)
+class Layers:
+    """Which layers one model must expose for the loss terms."""
+
+    hidden: frozenset[int] = frozenset()
+    attentions: frozenset[int] = frozenset()
+
+
+def layers_to_capture(pairs, features: bool, attention: bool) -> tuple[Layers, Layers]:
+    """(student, teacher) layers the terms read: hidden states for cos/mse, maps for attn.
+
+    Layer 0 (embeddings) has no attention map, so pairs touching it feed hidden terms only.
+    """
+    with_maps = [p for p in pairs if p.student > 0 and p.teacher > 0] if attention else []
+    hidden = pairs if features else []
+    return (
+        Layers(frozenset(p.student for p in hidden), frozenset(p.student for p in with_maps)),
+        Layers(frozenset(p.teacher for p in hidden), frozenset(p.teacher for p in with_maps)),
+    )

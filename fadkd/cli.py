@@ -1,6 +1,7 @@
 """fadkd's command line: `fadkd <verb> [overrides]`.
 
-train  Hydra main over conf/ (overrides, -m multirun, --help, --cfg job all work)
+train     Hydra main over conf/config.yaml (overrides, -m multirun, --help, --cfg job all work)
+finetune  the same loop with hard labels only, over conf/finetune.yaml: model=<teacher preset>
 eval   re-evaluate a run's saved student:  fadkd eval run_dir=<run folder> [task.data_dir=...]
 table  results table over run folders:     fadkd table <multirun dir | run dirs...> [--out DIR]
 """
@@ -18,6 +19,7 @@ from fadkd.errors import FadkdError
 CONF_DIR = os.environ.get("FADKD_CONF_DIR", str(Path(__file__).resolve().parents[1] / "conf"))
 VERBS = {
     "train": "distil a teacher into a student (Hydra overrides, -m for sweeps)",
+    "finetune": "train one model alone on a task (a teacher, or the student-alone baseline): model=<preset>",
     "eval": "re-evaluate a run's saved student on the task's dev split: run_dir=<dir>",
     "table": "results table (terminal, results.md, results.csv) over run or multirun folders",
 }
@@ -36,7 +38,7 @@ def _fail(err: FadkdError) -> None:
     sys.exit(2)
 
 
-def train_main() -> None:
+def train_main(config_name: str = "config") -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
@@ -44,7 +46,7 @@ def train_main() -> None:
 
     register_configs()
 
-    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name="config")
+    @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
         from fadkd.train import train
 
@@ -79,7 +81,9 @@ def eval_main(args: list[str]) -> None:
     if not (run_dir / "config.yaml").is_file():
         raise FadkdError(f"{run_dir} is not a fadkd run folder (no config.yaml); give the folder `fadkd train` printed")
     if not (run_dir / "student" / "config.json").is_file():
-        raise ModelError(f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?")
+        raise ModelError(
+            f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
+        )
     cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
     task = get_task(cfg.task.name)
     rows = load_split(task, "dev", resolve_data_dir(cfg.task.data_dir), cfg.task.max_eval_samples).to_list()
@@ -117,6 +121,10 @@ def main(argv: list[str] | None = None) -> None:
         if verb == "train":
             sys.argv = [f"{sys.argv[0]} train", *rest]  # Hydra parses sys.argv
             train_main()
+        elif verb == "finetune":
+            rest = [f"teacher@student={a[6:]}" if a.startswith("model=") else a for a in rest]
+            sys.argv = [f"{sys.argv[0]} finetune", *rest]
+            train_main("finetune")
         elif verb == "eval":
             eval_main(rest)
         else:

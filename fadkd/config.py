@@ -7,7 +7,7 @@ Validation lives in `__post_init__` and raises ConfigError with a message a user
 """
 
 from dataclasses import dataclass, field
-from typing import Any, Optional
+from typing import Any
 
 from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
@@ -25,8 +25,8 @@ class ModelConfig:
     """A teacher or a student: a Hugging Face folder / Hub id, or a tiny random-init BERT."""
 
     name: str = "tiny"  # label used in logs and tables
-    path: Optional[str] = None  # local HF folder or Hub id; null = build the tiny BERT below
-    tokenizer: Optional[str] = None  # default: the model's own (path), or the shipped tiny one
+    path: str | None = None  # local HF folder or Hub id; null = build the tiny BERT below
+    tokenizer: str | None = None  # default: the model's own (path), or the shipped tiny one
     # Used only when path is null: a random-init BERT built from config (no weights needed).
     num_layers: int = 2
     hidden_size: int = 32
@@ -54,10 +54,10 @@ class TaskConfig:
     name: str = "sst2"  # cola sst2 mrpc stsb qqp mnli mnli_mm qnli rte wnli
     # Folder in the GLUE layout (<data_dir>/SST-2/train.tsv ...), "hub" to load glue/<task>
     # from the Hugging Face Hub, or "sample" for the SST-2 sample shipped with fadkd.
-    data_dir: Optional[str] = None
+    data_dir: str | None = None
     max_length: int = 128  # tokens per example (pairs included), longer ones are truncated
-    max_train_samples: Optional[int] = None  # first N training rows (null = all)
-    max_eval_samples: Optional[int] = None  # first N dev rows (null = all)
+    max_train_samples: int | None = None  # first N training rows (null = all)
+    max_eval_samples: int | None = None  # first N dev rows (null = all)
 
     def __post_init__(self) -> None:
         _positive("task.max_length", self.max_length)
@@ -77,8 +77,8 @@ class MappingConfig:
     """Which student layer learns from which teacher layer (see fadkd/mapping.py)."""
 
     strategy: str = "uniform"  # uniform | last | explicit
-    pairs: Optional[list[Any]] = None  # explicit only: [[student, teacher], ...], 1-based
-    layer_weights: Optional[list[float]] = None  # λ per pair (default 1.0 each)
+    pairs: list[Any] | None = None  # explicit only: [[student, teacher], ...], 1-based
+    layer_weights: list[float] | None = None  # λ per pair (default 1.0 each)
     include_embeddings: bool = False  # also align the embedding outputs (layer 0 <-> 0)
 
     def __post_init__(self) -> None:
@@ -124,11 +124,11 @@ class LossConfig:
 class TrainConfig:
     """The optimisation loop."""
 
-    epochs: int = 3
+    epochs: int = 10
     max_steps: int = -1  # > 0 stops after this many optimizer steps (overrides epochs)
     batch_size: int = 16
     eval_batch_size: int = 64
-    lr: float = 5e-4
+    lr: float = 1e-3
     weight_decay: float = 0.01
     warmup_ratio: float = 0.1  # share of steps with linear warmup, then linear decay to 0
     grad_clip: float = 1.0  # max global grad norm (0 = off)

@@ -7,7 +7,6 @@ checked when those terms are on; a mismatch stops training with the offending ex
 """
 
 from dataclasses import dataclass
-from typing import Optional
 
 import torch
 from torch import Tensor
@@ -25,7 +24,7 @@ class AlignmentError(FadkdError):
 @dataclass
 class Batch:
     student: dict[str, Tensor]
-    teacher: Optional[dict[str, Tensor]]  # the same dict as student when tokenizers are equal
+    teacher: dict[str, Tensor] | None  # the same dict as student when tokenizers are equal
     labels: Tensor
 
     def to(self, device: torch.device) -> "Batch":
@@ -66,7 +65,7 @@ class Collator:
         self,
         task: GlueTask,
         student_tok: PreTrainedTokenizerBase,
-        teacher_tok: Optional[PreTrainedTokenizerBase],
+        teacher_tok: PreTrainedTokenizerBase | None,
         max_length: int,
         check_alignment: bool,
     ):
@@ -81,9 +80,7 @@ class Collator:
 
     def encode(self, tok: PreTrainedTokenizerBase, rows: list[dict]) -> dict[str, Tensor]:
         columns = [[row[c] for row in rows] for c in self.task.text_columns]
-        return dict(
-            tok(*columns, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt")
-        )
+        return dict(tok(*columns, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"))
 
     def __call__(self, rows: list[dict]) -> Batch:
         dtype = torch.float32 if self.task.is_regression else torch.long

@@ -32,32 +32,51 @@ def overrides_of(run: Path) -> list[str]:
     return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
 
 
-def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict]]:
-    """One row per run: its overrides, the student's dev metrics, the teacher's main metric."""
+def _parse(overrides: list[str]) -> dict[str, str]:
+    return dict(o.lstrip("+~").split("=", 1) for o in overrides if "=" in o)
+
+
+def _run_name(run: Path, root: Path | None) -> str:
+    """Multirun jobs by their number; other runs by their folder."""
+    if root and run.parent == root and run.name.split("_", 1)[0].isdigit():
+        name = run.name.split("_", 1)[0]
+    else:
+        name = str(run.relative_to(root) if root else run)
+    return name if len(name) <= 40 else "..." + name[-37:]
+
+
+def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict], dict[str, str]]:
+    """One row per run: the swept values, the student's dev metrics, the teacher's main metric
+    (teacher_score: the teacher's dev score on the task's main metric, when a teacher was used).
+
+    Overrides that differ between runs become columns; those shared by all runs are returned
+    separately (shown once under the table).
+    """
+    loaded = [(run, json.loads((run / "metrics.json").read_text()), _parse(overrides_of(run))) for run in runs]
+    keys = sorted({k for _, _, o in loaded for k in o})
+    swept = [k for k in keys if len({o.get(k) for _, _, o in loaded}) > 1]
+    common = {k: loaded[0][2][k] for k in keys if k not in swept}
     rows, metric_names = [], []
-    for run in runs:
-        m = json.loads((run / "metrics.json").read_text())
+    for run, m, overrides in loaded:
         student = m.get("student") or {}
-        for name in student:
-            if name not in metric_names:
-                metric_names.append(name)
+        metric_names += [name for name in student if name not in metric_names]
         teacher = m.get("teacher") or {}
         rows.append(
             {
-                "run": str(run.relative_to(root)) if root and run != root else str(run),
+                "run": _run_name(run, root),
                 "task": m["task"],
-                "overrides": " ".join(overrides_of(run)),
-                **{name: student.get(name) for name in student},
+                **{k: overrides.get(k, "-") for k in swept},
+                **student,
                 "main_metric": m["main_metric"],
-                "teacher": teacher.get(m["main_metric"]),
+                "teacher_score": teacher.get(m["main_metric"]),
                 "student_params": m["params"]["student"],
                 "steps": m["steps"],
                 "train_s": m["train_seconds"],
             }
         )
     rows.sort(key=lambda r: -(r.get(r["main_metric"]) or float("-inf")))
-    columns = ["run", "task", "overrides", *metric_names, "teacher", "student_params", "steps", "train_s"]
-    return columns, rows
+    columns = ["run", "task", *swept, *metric_names, "teacher_score", "student_params", "steps", "train_s"]
+    return columns, rows, common
 
 
 def _cell(value) -> str:
@@ -72,17 +91,22 @@ def write_table(paths: list[Path], out_dir: Path | None = None) -> Path:
     """Print the table and write results.md / results.csv; returns the folder written to."""
     runs = find_runs(paths)
     root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
-    columns, rows = collect(runs, root)
+    columns, rows, common = collect(runs, root)
     out_dir = out_dir or root or Path.cwd()
 
-    table = Table(title=f"fadkd results ({len(rows)} runs, best first by each task's main metric)")
+    shared = " ".join(f"{k}={v}" for k, v in common.items())
+    table = Table(
+        title=f"fadkd results ({len(rows)} runs, best first by each task's main metric)",
+        caption=f"all runs: {shared}" if shared else None,
+    )
     for col in columns:
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
     Console().print(table)
 
-    lines = ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
+    lines = [f"All runs: `{shared}`", ""] if shared else []
+    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
     lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
     (out_dir / "results.md").write_text("\n".join(lines) + "\n")
     with open(out_dir / "results.csv", "w", newline="") as f:

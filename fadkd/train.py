@@ -22,7 +22,7 @@ from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from fadkd.capture import run_model
+from fadkd.capture import layers_to_capture, run_model
 from fadkd.config import Config
 from fadkd.data import Collator, make_loader
 from fadkd.evaluate import evaluate
@@ -89,7 +89,9 @@ def train(cfg: Config, out_dir: Path) -> dict:
     pairs = []
     if cfg.loss.needs_features:
         m = cfg.mapping
-        pairs = build_mapping(m.strategy, depth(student), depth(teacher), m.pairs, m.layer_weights, m.include_embeddings)
+        pairs = build_mapping(
+            m.strategy, depth(student), depth(teacher), m.pairs, m.layer_weights, m.include_embeddings
+        )
     loss_fn = DistillLoss(
         weights,
         pairs,
@@ -98,11 +100,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
         is_regression=task.is_regression,
         shared_projection=cfg.loss.shared_projection,
     ).to(device)
-    feature_layers = cfg.loss.beta > 0 or cfg.loss.gamma > 0
-    s_hidden = frozenset(p.student for p in pairs) if feature_layers else frozenset()
-    t_hidden = frozenset(p.teacher for p in pairs) if feature_layers else frozenset()
-    s_attn = frozenset(p.student for p in pairs if p.student > 0 and p.teacher > 0) if cfg.loss.delta > 0 else frozenset()
-    t_attn = frozenset(p.teacher for p in pairs if p.student > 0 and p.teacher > 0) if cfg.loss.delta > 0 else frozenset()
+    s_layers, t_layers = layers_to_capture(pairs, cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0)
     console.print(f"[bold]{loss_fn}")
     if pairs:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(pairs))
@@ -134,10 +132,10 @@ def train(cfg: Config, out_dir: Path) -> dict:
                 batch = batch.to(device)
                 if teacher is not None:
                     with torch.no_grad():  # not inference_mode: its tensors cannot enter autograd
-                        t_out = run_model(teacher, batch.teacher, t_hidden, t_attn)
+                        t_out = run_model(teacher, batch.teacher, t_layers)
                 else:
                     t_out = None
-                s_out = run_model(student, batch.student, s_hidden, s_attn)
+                s_out = run_model(student, batch.student, s_layers)
                 loss, terms = loss_fn(s_out, t_out, batch.labels)
                 optimizer.zero_grad(set_to_none=True)
                 loss.backward()
@@ -157,8 +155,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     steps_log.write(json.dumps(row) + "\n")
                     steps_log.flush()
                     window_start, window_samples = now, 0
-                    main_terms = {k: v for k, v in row.items() if "/" not in k and k not in ("step", "lr", "grad_norm", "samples_per_s")}
-                    progress.update(bar, terms=_fmt(main_terms, 3))
+                    progress.update(bar, terms=_fmt({"loss": row["loss"], **terms_main(terms)}, 3))
                 progress.update(bar, advance=1)
 
                 end_of_epoch = step % len(loader) == 0
@@ -197,6 +194,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     console.print(f"[bold green]best student dev (step {best_step}): {_fmt(best)}[/]  -> {out_dir}")
     return metrics
+
+
+def terms_main(terms: dict) -> dict[str, float]:
+    """The summed terms (kd, cos, ...) without the per-pair ones (cos/s1_t2, ...)."""
+    return {k: v.item() for k, v in terms.items() if "/" not in k}
 
 
 def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:

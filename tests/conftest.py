@@ -22,7 +22,7 @@ FAST = [
 
 
 def run_cli(*args: str, cwd: Path | None = None, check: bool = True) -> subprocess.CompletedProcess:
-    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0"}
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", "COLUMNS": "200"}
     proc = subprocess.run(
         [sys.executable, "-m", "fadkd", *args], cwd=cwd or ROOT, env=env, capture_output=True, text=True, timeout=600
     )

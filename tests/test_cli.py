@@ -46,7 +46,8 @@ def test_train_writes_every_file(run_dir):
     metrics = json.loads((run_dir / "metrics.json").read_text())
     assert metrics["steps"] == 4 and metrics["main_metric"] == "accuracy"
     assert metrics["loss_formula"].startswith("L = 1.0*KL")
-    assert [e["step"] for e in map(json.loads, (run_dir / "evals.jsonl").read_text().splitlines())] == [2, 3, 4]  # every 2 steps + epoch end (3 batches)
+    evals = [json.loads(line)["step"] for line in (run_dir / "evals.jsonl").read_text().splitlines()]
+    assert evals == [2, 3, 4]  # every 2 steps, and at the epoch's end (24 rows / 8 = 3 batches)
 
 
 def test_saved_student_reloads_and_reproduces_dev_metric(run_dir):
@@ -81,9 +82,12 @@ def test_multirun_and_table(tmp_path):
     assert len(jobs) == 2  # folder names show the overrides, sorted by key
     assert jobs[0].name.startswith("0_loss.alpha=0,") and jobs[1].name.startswith("1_loss.alpha=1,")
     out = run_cli("table", str(sweep)).stdout
-    assert "loss.alpha=0" in out and "loss.alpha=1" in out
+    assert "loss.alpha" in out and "train.max_steps=4" in out  # swept key as a column, the rest once
     md = (sweep / "results.md").read_text().splitlines()
-    assert len(md) == 4  # header, rule, two runs
+    assert md[0].startswith("All runs: `task.max_eval_samples=12")
+    header = md[2].split(" | ")
+    assert "loss.alpha" in header and "accuracy" in header
+    assert len(md) == 6  # shared overrides, blank, header, rule, two runs
     assert len((sweep / "results.csv").read_text().splitlines()) == 3
 
 

@@ -83,8 +83,16 @@ def _splits(dev: str = "dev.tsv") -> dict[str, str]:
 TASKS: dict[str, GlueTask] = {
     task.name: task
     for task in (
-        GlueTask("cola", "CoLA", _SINGLE, ("unacceptable", "acceptable"), ("matthews_correlation",),
-                 "matthews_correlation", _splits(), "cola"),
+        GlueTask(
+            "cola",
+            "CoLA",
+            _SINGLE,
+            ("unacceptable", "acceptable"),
+            ("matthews_correlation",),
+            "matthews_correlation",
+            _splits(),
+            "cola",
+        ),
         GlueTask("sst2", "SST-2", _SINGLE, ("negative", "positive"), _ACC, "accuracy", _splits(), "sst2"),
         GlueTask("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"), _ACC_F1, "f1", _splits(), "mrpc"),
         GlueTask("stsb", "STS-B", _PAIR, (), ("pearson", "spearmanr"), "pearson", _splits(), "stsb"),
@@ -112,9 +120,16 @@ _LAYOUTS: dict[str, _FileLayout] = {
 
 # Text column names in the Hub dataset, renamed to ``text_columns`` on load.
 _HUB_TEXT: dict[str, tuple[str, ...]] = {
-    "cola": _SINGLE, "sst2": _SINGLE, "mrpc": _PAIR, "stsb": _PAIR, "qqp": ("question1", "question2"),
-    "mnli": ("premise", "hypothesis"), "mnli_mm": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"), "rte": _PAIR, "wnli": _PAIR,
+    "cola": _SINGLE,
+    "sst2": _SINGLE,
+    "mrpc": _PAIR,
+    "stsb": _PAIR,
+    "qqp": ("question1", "question2"),
+    "mnli": ("premise", "hypothesis"),
+    "mnli_mm": ("premise", "hypothesis"),
+    "qnli": ("question", "sentence"),
+    "rte": _PAIR,
+    "wnli": _PAIR,
 }
 _HUB_DEV_SPLIT = {"mnli": "validation_matched", "mnli_mm": "validation_mismatched"}
 
@@ -145,16 +160,18 @@ def load_split(
     """
     if split not in task.splits:
         raise TaskError(f"task {task.name!r} has no split {split!r}; available splits: {', '.join(task.splits)}")
-    if max_samples is not None and (isinstance(max_samples, bool) or not isinstance(max_samples, int)
-                                    or max_samples < 1):
+    if max_samples is not None and (
+        isinstance(max_samples, bool) or not isinstance(max_samples, int) or max_samples < 1
+    ):
         raise TaskError(f"max_samples must be a positive integer or None, got {max_samples!r}")
     if data_dir is None:
         return _load_hub(task, split, max_samples)
     path = _split_path(task, split, Path(data_dir).expanduser())
     columns = _read_tsv(task, path, max_samples)
     if not columns["label"]:
-        raise TaskError(f"{path}: split {split!r} of task {task.name!r} has no data rows; "
-                        "the file must hold at least one example")
+        raise TaskError(
+            f"{path}: split {split!r} of task {task.name!r} has no data rows; the file must hold at least one example"
+        )
     import datasets
 
     return datasets.Dataset.from_dict(columns, features=_features(task))
@@ -187,18 +204,24 @@ def _split_path(task: GlueTask, split: str, root: Path) -> Path:
     file_name = task.splits[split]
     expected = f"<data dir>/{task.folder}/{file_name}"
     if not root.is_dir():
-        raise TaskError(f"GLUE data directory {root} does not exist or is not a directory; point it at a "
-                        f"folder laid out as {expected}, or leave it unset to download from the Hub")
+        raise TaskError(
+            f"GLUE data directory {root} does not exist or is not a directory; point it at a "
+            f"folder laid out as {expected}, or leave it unset to download from the Hub"
+        )
     folder = root / task.folder
     if not folder.is_dir():
         present = sorted(p.name for p in root.iterdir() if p.is_dir())
-        raise TaskError(f"{folder} not found: task {task.name!r} expects {expected}; "
-                        f"folders in {root}: {', '.join(present) or '(none)'}")
+        raise TaskError(
+            f"{folder} not found: task {task.name!r} expects {expected}; "
+            f"folders in {root}: {', '.join(present) or '(none)'}"
+        )
     path = folder / file_name
     if not path.is_file():
         present = sorted(p.name for p in folder.iterdir())
-        raise TaskError(f"{path} not found: split {split!r} of task {task.name!r} is read from {file_name}; "
-                        f"files in {folder}: {', '.join(present) or '(none)'}")
+        raise TaskError(
+            f"{path} not found: split {split!r} of task {task.name!r} is read from {file_name}; "
+            f"files in {folder}: {', '.join(present) or '(none)'}"
+        )
     return path
 
 
@@ -223,7 +246,8 @@ def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> dict[str, 
                     raise TaskError(
                         f"{path}:{reader.line_num}: expected {len(header)} tab-separated columns, found "
                         f"{len(row)}; GLUE files are unquoted TSV, so check for a missing or extra tab "
-                        "(e.g. a file re-saved by a spreadsheet) or a wrapped line")
+                        "(e.g. a file re-saved by a spreadsheet) or a wrapped line"
+                    )
                 for name, pos in zip(task.text_columns, text_pos):
                     columns[name].append(row[pos])
                 columns["label"].append(_parse_label(task, layout, row[label_pos], path, reader.line_num))
@@ -231,22 +255,24 @@ def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> dict[str, 
                     break
     except UnicodeDecodeError as exc:
         line = reader.line_num + 1 if reader is not None else 1
-        raise TaskError(f"{path}:{line}: file is not valid UTF-8 ({exc.reason}); GLUE files are UTF-8, "
-                        "re-download or re-encode it") from None
+        raise TaskError(
+            f"{path}:{line}: file is not valid UTF-8 ({exc.reason}); GLUE files are UTF-8, re-download or re-encode it"
+        ) from None
     except csv.Error as exc:
         line = reader.line_num if reader is not None else 1
         raise TaskError(f"{path}:{line}: cannot parse row ({exc})") from None
     return columns
 
 
-def _column_positions(task: GlueTask, layout: _FileLayout, header: Sequence[str],
-                      path: Path) -> tuple[list[int], int]:
+def _column_positions(task: GlueTask, layout: _FileLayout, header: Sequence[str], path: Path) -> tuple[list[int], int]:
     needed = (*layout.text, layout.label)
     missing = [name for name in needed if name not in header]
     if missing:
-        raise TaskError(f"{path}:1: header lacks column(s) {missing}; a GLUE {task.folder} file needs "
-                        f"{list(needed)} but the header is {list(header)} - is this the right file for "
-                        f"task {task.name!r}?")
+        raise TaskError(
+            f"{path}:1: header lacks column(s) {missing}; a GLUE {task.folder} file needs "
+            f"{list(needed)} but the header is {list(header)} - is this the right file for "
+            f"task {task.name!r}?"
+        )
     return [header.index(name) for name in layout.text], header.index(layout.label)
 
 
@@ -259,13 +285,17 @@ def _parse_label(task: GlueTask, layout: _FileLayout, raw: str, path: Path, line
         except ValueError:
             score = float("nan")
         if not low <= score <= high:
-            raise TaskError(f"{path}:{line}: score {raw!r} in column {layout.label!r} is not a number "
-                            f"between {low:g} and {high:g}; fix or remove the row")
+            raise TaskError(
+                f"{path}:{line}: score {raw!r} in column {layout.label!r} is not a number "
+                f"between {low:g} and {high:g}; fix or remove the row"
+            )
         return score
     if raw not in layout.raw_labels:
         allowed = ", ".join(repr(label) for label in layout.raw_labels)
-        raise TaskError(f"{path}:{line}: unknown label {raw!r} in column {layout.label!r}; allowed labels for "
-                        f"task {task.name!r}: {allowed}; fix or remove the row")
+        raise TaskError(
+            f"{path}:{line}: unknown label {raw!r} in column {layout.label!r}; allowed labels for "
+            f"task {task.name!r}: {allowed}; fix or remove the row"
+        )
     return layout.raw_labels.index(raw)
 
 
@@ -277,13 +307,17 @@ def _load_hub(task: GlueTask, split: str, max_samples: int | None) -> datasets.D
     try:
         data = datasets.load_dataset(HUB_DATASET, task.hub_config, split=hub_split)
     except Exception as exc:  # network, auth, cache: all mean "use local files instead"
-        raise TaskError(f"could not load {HUB_DATASET} config {task.hub_config!r} split {hub_split!r} from "
-                        f"the Hugging Face Hub ({type(exc).__name__}: {exc}); check network access, or "
-                        "pass a local GLUE data directory") from exc
+        raise TaskError(
+            f"could not load {HUB_DATASET} config {task.hub_config!r} split {hub_split!r} from "
+            f"the Hugging Face Hub ({type(exc).__name__}: {exc}); check network access, or "
+            "pass a local GLUE data directory"
+        ) from exc
     hub_names = getattr(data.features.get("label"), "names", None)
     if not task.is_regression and list(hub_names or ()) != list(task.label_names):
-        raise TaskError(f"{HUB_DATASET}/{task.hub_config} labels are {hub_names}, expected "
-                        f"{list(task.label_names)}; the Hub dataset changed, use a local GLUE data directory")
+        raise TaskError(
+            f"{HUB_DATASET}/{task.hub_config} labels are {hub_names}, expected "
+            f"{list(task.label_names)}; the Hub dataset changed, use a local GLUE data directory"
+        )
     renames = {src: dst for src, dst in zip(_HUB_TEXT[task.name], task.text_columns) if src != dst}
     data = data.rename_columns(renames).select_columns([*task.text_columns, "label"])
     if max_samples is not None:
