@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean
+.PHONY: help install demo test test-slow lint format clean models
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -35,6 +35,9 @@ lint: $(STAMP)  ## ruff lint and format check
 format: $(STAMP)  ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
+
+models: $(STAMP)  ## fetch the real pretrained models (mpnet-base, minilm-l6, minilm-l3, smollm2-135m) into $$FADKD_ASSETS (default ~/.cache/fadkd-assets)
+	$(BIN)/python scripts/fetch_models.py
 
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun .pytest_cache

