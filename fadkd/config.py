@@ -27,6 +27,7 @@ class ModelConfig:
     name: str = "tiny"  # label used in logs and tables
     path: str | None = None  # local HF folder or Hub id; null = build the tiny BERT below
     tokenizer: str | None = None  # default: the model's own (path), or the shipped tiny one
+    trust_remote_code: bool = False  # run code shipped with a Hub model: only for models you trust
     # Used only when path is null: a random-init BERT built from config (no weights needed).
     num_layers: int = 2
     hidden_size: int = 32
@@ -138,8 +139,21 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     save_student: bool = True  # save the best student as a Hugging Face folder
+    logger: str = "jsonl"  # jsonl (steps.jsonl, evals.jsonl) | tensorboard (those + events) | none
+    checkpoint_every: int = 0  # write a checkpoint every N steps (0 = at each evaluation only)
+    keep_checkpoints: int = 2  # newest checkpoints kept
+    resume: bool = False  # continue from the newest complete checkpoint in the run folder
+    overwrite: bool = False  # reuse a run folder that holds another run, deleting its files
+    on_nonfinite: str = "stop"  # NaN/inf loss or gradient: stop (checkpoint of the last good state) | skip
+    max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skipped steps
 
     def __post_init__(self) -> None:
+        if self.on_nonfinite not in ("stop", "skip"):
+            raise ConfigError(f"train.on_nonfinite='{self.on_nonfinite}' is unknown; choose stop or skip")
+        if self.logger not in ("jsonl", "tensorboard", "none"):
+            raise ConfigError(f"train.logger='{self.logger}' is unknown; choose jsonl, tensorboard or none")
+        if self.resume and self.overwrite:
+            raise ConfigError("train.resume=true and train.overwrite=true contradict each other; pick one")
         _positive("train.batch_size", self.batch_size)
         _positive("train.eval_batch_size", self.eval_batch_size)
         if self.lr <= 0:
@@ -156,7 +170,9 @@ class Config:
 
     # Defaults equal conf/teacher/tiny.yaml and conf/student/tiny.yaml.
     teacher: ModelConfig = field(
-        default_factory=lambda: ModelConfig("tiny-teacher", None, None, 4, 64, 4, 128, init_seed=1)
+        default_factory=lambda: ModelConfig(
+            "tiny-teacher", num_layers=4, hidden_size=64, num_heads=4, intermediate_size=128, init_seed=1
+        )
     )
     student: ModelConfig = field(default_factory=lambda: ModelConfig("tiny-student", init_seed=2))
     task: TaskConfig = field(default_factory=lambda: TaskConfig(data_dir="sample"))

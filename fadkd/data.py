@@ -10,7 +10,7 @@ from dataclasses import dataclass
 
 import torch
 from torch import Tensor
-from torch.utils.data import DataLoader
+from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
 from fadkd.errors import FadkdError
@@ -120,6 +120,38 @@ class Collator:
         )
 
 
-def make_loader(rows: list[dict], collator: Collator, batch_size: int, shuffle: bool, seed: int) -> DataLoader:
-    generator = torch.Generator().manual_seed(seed)
-    return DataLoader(rows, batch_size=batch_size, shuffle=shuffle, collate_fn=collator, generator=generator)
+class EpochSampler(Sampler[int]):
+    """Row order of one epoch, a function of (seed, epoch) alone.
+
+    Nothing else draws from its generator, so a resumed run replays the same order;
+    `start` skips the rows of the epoch already trained on.
+    """
+
+    def __init__(self, num_rows: int, seed: int, shuffle: bool = True):
+        self.num_rows, self.seed, self.shuffle = num_rows, seed, shuffle
+        self.epoch, self.start = 0, 0
+
+    def set_epoch(self, epoch: int, start: int = 0) -> None:
+        self.epoch, self.start = epoch, start
+
+    def order(self) -> list[int]:
+        if not self.shuffle:
+            return list(range(self.num_rows))
+        generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
+        return torch.randperm(self.num_rows, generator=generator).tolist()
+
+    def __iter__(self):
+        return iter(self.order()[self.start :])
+
+    def __len__(self) -> int:
+        return self.num_rows - self.start
+
+
+def make_loader(rows: list[dict], collator: Collator, batch_size: int, sampler: Sampler | None = None) -> DataLoader:
+    """Batches in `sampler`'s order (row order when None).
+
+    The loader gets a generator of its own: otherwise each new iterator draws a seed from
+    torch's global RNG, which would shift the dropout masks of a resumed run.
+    """
+    generator = torch.Generator().manual_seed(0)
+    return DataLoader(rows, batch_size=batch_size, sampler=sampler, collate_fn=collator, generator=generator)

@@ -20,7 +20,7 @@ def predict(
 ) -> np.ndarray:
     """Class indices (or scores for regression) for every row, in order."""
     collator = Collator(task, tokenizer, None, max_length, check_alignment=False)
-    loader = make_loader(rows, collator, batch_size, shuffle=False, seed=0)
+    loader = make_loader(rows, collator, batch_size)
     was_training = model.training
     model.eval()
     outputs = []

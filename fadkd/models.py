@@ -10,6 +10,7 @@ from pathlib import Path
 
 import torch
 from transformers import (
+    AutoConfig,
     AutoModelForSequenceClassification,
     AutoTokenizer,
     BertConfig,
@@ -73,12 +74,13 @@ def load_classifier(
     role: str,
     num_labels: int,
     vocab_size: int,
-    attn_implementation: str,
+    attn_implementation: str | None,
 ) -> PreTrainedModel:
     """A sequence-classification model with `num_labels` outputs (1 = regression).
 
     attn_implementation is "eager" when attention maps are needed: transformers 5 runs BERT
-    with SDPA by default, which returns no attention probabilities.
+    with SDPA by default, which returns no attention probabilities. None = transformers'
+    default for the architecture (SDPA where supported; MPNet has only eager).
     """
     problem = "regression" if num_labels == 1 else "single_label_classification"
     if cfg.path is None:
@@ -97,15 +99,42 @@ def load_classifier(
         return BertForSequenceClassification(config)
     if _looks_local(cfg.path):
         _check_folder(cfg.path, "path", role)
+    path = os.path.expanduser(cfg.path)
     try:
+        config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
+        _check_head(config, num_labels, role, cfg.path)
         return AutoModelForSequenceClassification.from_pretrained(
-            os.path.expanduser(cfg.path),
+            path,
             num_labels=num_labels,
             problem_type=problem,
             attn_implementation=attn_implementation,
+            trust_remote_code=cfg.trust_remote_code,  # never on unless the user sets it
         )
     except (OSError, ValueError) as err:
         raise ModelError(f"{role}: cannot load a model from {cfg.path}: {err}") from None
+
+
+def _check_head(config, num_labels: int, role: str, path: str) -> None:
+    """A folder fine-tuned for sequence classification must have the task's label count."""
+    trained_head = any(a.endswith("ForSequenceClassification") for a in (config.architectures or []))
+    if trained_head and config.num_labels != num_labels:
+        raise ModelError(
+            f"{role}.path={path} was fine-tuned with {config.num_labels} labels but this task has "
+            f"{num_labels}; teacher and student must share the task's label set: use a model "
+            "fine-tuned on this task (fadkd finetune model=... task=...)"
+        )
+
+
+def check_max_length(model: PreTrainedModel, max_length: int, role: str) -> None:
+    """task.max_length must fit the model's position embeddings."""
+    positions = getattr(model.config, "max_position_embeddings", None)
+    # RoBERTa/MPNet reserve padding_idx + 1 positions before the first token.
+    usable = positions - (model.config.pad_token_id + 1 if model.config.model_type in ("roberta", "mpnet") else 0)
+    if positions is not None and max_length > usable:
+        raise ModelError(
+            f"task.max_length={max_length} is longer than the {role} can read ({usable} positions); "
+            f"set task.max_length={usable} or less"
+        )
 
 
 def depth(model: PreTrainedModel) -> int:

@@ -1,14 +1,17 @@
 """The one training loop: teacher forward (frozen), student forward, loss, step, log, eval.
 
-Read it top to bottom; every switch comes from the typed Config. A run directory gets:
-config.yaml, steps.jsonl (one row per logged step: every unweighted loss term, lr,
-grad norm, samples/s), evals.jsonl, metrics.json, student/ (a Hugging Face folder of the
-best student by the task's main metric) and projections.safetensors (the learned
-student->teacher width projections, kept outside the student's folder).
+Read `train` top to bottom; every switch comes from the typed Config. A run folder gets:
+config.yaml, steps.jsonl (every unweighted loss term, lr, grad norm, samples/s), evals.jsonl,
+metrics.json, student/ (Hugging Face folder of the best student by the task's main metric),
+projections.safetensors (learned width projections, outside the student's folder) and
+checkpoints/ (see fadkd/checkpoint.py; `train.resume=true` continues bit for bit).
 """
 
 import json
+import math
 import random
+import shutil
+import sys
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -17,21 +20,26 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from rich.console import Console
-from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from fadkd.capture import layers_to_capture, run_model
+from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
-from fadkd.data import Collator, make_loader
+from fadkd.data import Collator, EpochSampler, make_loader
+from fadkd.errors import FadkdError
 from fadkd.evaluate import evaluate
+from fadkd.guards import Interrupts, NonFiniteError, fault_injection, nonfinite_gradient, nonfinite_term
+from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
-from fadkd.models import count_parameters, depth, load_classifier, load_tokenizer, width
+from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, width
+from fadkd.progress import progress_bar
 from fadkd.tasks.glue import get_task, load_split
 
 ASSETS = Path(__file__).parent / "assets"
+RUN_FILES = ("config.yaml", "steps.jsonl", "evals.jsonl", "metrics.json", "student", "projections.safetensors")
 console = Console()
 
 
@@ -45,26 +53,36 @@ def resolve_data_dir(data_dir: str) -> str | None:
 def resolve_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FadkdError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu (or auto)")
     return torch.device(name)
 
 
-def seed_everything(seed: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-
-
-def save_run_config(cfg: Config, out_dir: Path) -> None:
-    """The resolved config, so `fadkd eval` can rebuild the run without Hydra's folder."""
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
+def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
+    """Refuse to mix two runs in one folder unless asked to resume or overwrite."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    found = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
+    if resume and not (out_dir / "checkpoints").is_dir():
+        raise FadkdError(f"train.resume=true but {out_dir} holds no checkpoints/; start without train.resume")
+    if found and not resume:
+        if not overwrite:
+            raise FadkdError(
+                f"{out_dir} already holds a run ({', '.join(found)}); continue it with train.resume=true, "
+                "replace it with train.overwrite=true, or choose another hydra.run.dir"
+            )
+        for name in found:
+            path = safe_dir(out_dir, name)
+            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def train(cfg: Config, out_dir: Path) -> dict:
     """Distil cfg.teacher into cfg.student on cfg.task; returns (and writes) metrics.json."""
-    out_dir.mkdir(parents=True, exist_ok=True)
+    prepare_run_dir(out_dir, cfg.train.resume, cfg.train.overwrite)
     hf_logging.disable_progress_bar()  # one progress bar: ours
-    save_run_config(cfg, out_dir)
-    seed_everything(cfg.train.seed)
+    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
+    random.seed(cfg.train.seed)
+    np.random.seed(cfg.train.seed)
+    torch.manual_seed(cfg.train.seed)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
     device = resolve_device(cfg.train.device)
@@ -76,14 +94,16 @@ def train(cfg: Config, out_dir: Path) -> dict:
     data_dir = resolve_data_dir(cfg.task.data_dir)
     train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
     dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
-    attn = "eager" if cfg.loss.delta > 0 else "sdpa"
+    attn = "eager" if cfg.loss.delta > 0 else None  # None: transformers' default (SDPA where supported)
     student_tok = load_tokenizer(cfg.student, "student")
     student = load_classifier(cfg.student, "student", task.num_labels, len(student_tok), attn).to(device)
+    check_max_length(student, cfg.task.max_length, "student")
     teacher_tok = teacher = None
     if use_teacher:
         teacher_tok = load_tokenizer(cfg.teacher, "teacher")
         teacher = load_classifier(cfg.teacher, "teacher", task.num_labels, len(teacher_tok), attn).to(device)
         teacher.eval().requires_grad_(False)
+        check_max_length(teacher, cfg.task.max_length, "teacher")
 
     # Layer mapping and the objective.
     pairs = []
@@ -106,28 +126,43 @@ def train(cfg: Config, out_dir: Path) -> dict:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(pairs))
 
     collator = Collator(task, student_tok, teacher_tok, cfg.task.max_length, check_alignment=cfg.loss.needs_features)
-    loader = make_loader(train_rows, collator, cfg.train.batch_size, shuffle=True, seed=cfg.train.seed)
-    total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * len(loader)
-    params = [p for p in list(student.parameters()) + list(loss_fn.parameters()) if p.requires_grad]
+    sampler = EpochSampler(len(train_rows), cfg.train.seed)
+    loader = make_loader(train_rows, collator, cfg.train.batch_size, sampler)
+    batches_per_epoch = math.ceil(len(train_rows) / cfg.train.batch_size)
+    total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * batches_per_epoch
+    named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
+    params = [p for _, p in named_params]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
+    state = TrainState()
+    checkpoints = safe_dir(out_dir, "checkpoints")
+    if cfg.train.resume:
+        found = latest_checkpoint(checkpoints)
+        if found is None:
+            raise FadkdError(f"train.resume=true but {checkpoints} holds no complete checkpoint; start afresh")
+        state = load_checkpoint(*found, student, loss_fn, optimizer, scheduler)
+        console.print(f"resumed from {found[0]} (step {state.step})")
+
     def dev_metrics(model, tok) -> dict[str, float]:
         return evaluate(model, dev_rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
+
+    def checkpoint() -> Path:
+        return save_checkpoint(checkpoints, state, student, loss_fn, optimizer, scheduler, cfg.train.keep_checkpoints)
 
     teacher_metrics = dev_metrics(teacher, teacher_tok) if teacher is not None else None
     if teacher_metrics:
         console.print(f"teacher dev: {_fmt(teacher_metrics)}")
 
-    steps_log = open(out_dir / "steps.jsonl", "w")
-    evals_log = open(out_dir / "evals.jsonl", "w")
-    best, best_step, last = None, 0, None
-    step, seen, started = 0, 0, time.perf_counter()
+    log = RunLog(out_dir, cfg.train.logger, resume_step=state.step if cfg.train.resume else None)
+    last = None
+    started, seen = time.perf_counter(), 0
     window_start, window_samples = started, 0
     student.train()
-    with _progress() as progress:
-        bar = progress.add_task("train", total=total_steps, terms="")
-        while step < total_steps:
+    with Interrupts() as interrupts, progress_bar(console) as progress:
+        bar = progress.add_task("train", total=total_steps, completed=state.step, terms="")
+        while state.step < total_steps:
+            sampler.set_epoch(state.epoch, start=state.batch_in_epoch * cfg.train.batch_size)
             for batch in loader:
                 batch = batch.to(device)
                 if teacher is not None:
@@ -141,70 +176,108 @@ def train(cfg: Config, out_dir: Path) -> dict:
                 loss.backward()
                 clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
                 grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                optimizer.step()
-                scheduler.step()
-                step += 1
+                bad = nonfinite_term(terms) or (
+                    f"gradient of {nonfinite_gradient(named_params)}" if not torch.isfinite(grad_norm) else None
+                )
+                if bad is None:
+                    optimizer.step()
+                    scheduler.step()
+                state.step += 1
+                state.batch_in_epoch += 1
+                if bad is not None:
+                    handle_nonfinite(bad, state, cfg, checkpoint)
                 seen += len(batch.labels)
                 window_samples += len(batch.labels)
 
-                if step % cfg.train.log_every == 0 or step == total_steps:
+                if state.step % cfg.train.log_every == 0 or state.step == total_steps:
                     now = time.perf_counter()
-                    row = {"step": step, "loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+                    row = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
                     row |= {"lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
                     row["samples_per_s"] = window_samples / max(now - window_start, 1e-9)
-                    steps_log.write(json.dumps(row) + "\n")
-                    steps_log.flush()
+                    log.log_step(state.step, row)
                     window_start, window_samples = now, 0
-                    progress.update(bar, terms=_fmt({"loss": row["loss"], **terms_main(terms)}, 3))
-                progress.update(bar, advance=1)
+                    main = {k: v for k, v in row.items() if k == "loss" or k in terms and "/" not in k}
+                    progress.update(bar, terms=_fmt(main, 3))
+                progress.update(bar, completed=state.step)
 
-                end_of_epoch = step % len(loader) == 0
-                scheduled = cfg.train.eval_every > 0 and step % cfg.train.eval_every == 0
-                if scheduled or end_of_epoch or step == total_steps:
+                end_of_epoch = state.batch_in_epoch == batches_per_epoch
+                scheduled = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
+                evaluated = scheduled or end_of_epoch or state.step == total_steps
+                if evaluated:
                     last = dev_metrics(student, student_tok)
-                    evals_log.write(json.dumps({"step": step, **last}) + "\n")
-                    evals_log.flush()
-                    progress.console.print(f"step {step} dev: {_fmt(last)}")
-                    if best is None or last[task.main_metric] > best[task.main_metric]:
-                        best, best_step = last, step
+                    log.log_eval(state.step, last)
+                    progress.console.print(f"step {state.step} dev: {_fmt(last)}")
+                    if state.best is None or last[task.main_metric] > state.best[task.main_metric]:
+                        state.best, state.best_step = last, state.step
                         if cfg.train.save_student:
                             save_student(student, student_tok, loss_fn, out_dir)
-                if step >= total_steps:
+                if end_of_epoch:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                periodic = cfg.train.checkpoint_every > 0 and state.step % cfg.train.checkpoint_every == 0
+                if periodic or (cfg.train.checkpoint_every == 0 and evaluated) or interrupts.received:
+                    path = checkpoint()
+                fault_injection(state.step)
+                if interrupts.received:
+                    log.close()
+                    console.print(
+                        f"[yellow]stopped at step {state.step}; checkpoint {path}. Resume with:[/]\n"
+                        f"  {resume_command(out_dir)}"
+                    )
+                    sys.exit(interrupts.exit_code)
+                if state.step >= total_steps or end_of_epoch:
                     break
-    steps_log.close()
-    evals_log.close()
+    log.close()
 
     elapsed = time.perf_counter() - started
     metrics = {
         "task": task.name,
         "main_metric": task.main_metric,
-        "student": best,
-        "best_step": best_step,
+        "student": state.best,
+        "best_step": state.best_step,
         "student_final": last,
         "teacher": teacher_metrics,
         "teacher_name": cfg.teacher.name if teacher is not None else None,
         "student_name": cfg.student.name,
         "params": {"student": count_parameters(student), "teacher": count_parameters(teacher) if teacher else None},
-        "steps": step,
+        "steps": state.step,
+        "skipped_steps": state.skipped_steps,
         "train_seconds": elapsed,
         "samples_per_s": seen / max(elapsed, 1e-9),
         "loss_formula": str(loss_fn),
         "mapping": [[p.student, p.teacher, p.weight] for p in pairs],
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    console.print(f"[bold green]best student dev (step {best_step}): {_fmt(best)}[/]  -> {out_dir}")
+    console.print(f"[bold green]best student dev (step {state.best_step}): {_fmt(state.best)}[/]  -> {out_dir}")
     return metrics
 
 
-def terms_main(terms: dict) -> dict[str, float]:
-    """The summed terms (kd, cos, ...) without the per-pair ones (cos/s1_t2, ...)."""
-    return {k: v.item() for k, v in terms.items() if "/" not in k}
+def handle_nonfinite(what: str, state: TrainState, cfg: Config, checkpoint) -> None:
+    """Skip the step (its update was not applied) or stop with a checkpoint of the last good state."""
+    state.skipped_steps += 1
+    message = f"non-finite value in {what} at step {state.step}"
+    if cfg.train.on_nonfinite == "skip" and state.skipped_steps <= cfg.train.max_nonfinite_skips:
+        console.print(f"[yellow]{message}: step skipped ({state.skipped_steps}/{cfg.train.max_nonfinite_skips})")
+        return
+    path = checkpoint()
+    raise NonFiniteError(
+        f"{message}; the update was not applied and the last good state is in {path}. Lower train.lr, "
+        "check the data, or set train.on_nonfinite=skip to skip such steps"
+    )
+
+
+def resume_command(out_dir: Path) -> str:
+    """The command that continues this run (its Hydra overrides, when Hydra ran it)."""
+    recorded = out_dir / ".hydra" / "overrides.yaml"
+    overrides = [str(o) for o in OmegaConf.load(recorded)] if recorded.exists() else []
+    overrides = [o for o in overrides if not o.startswith(("hydra.run.dir=", "train.resume="))]
+    return " ".join(["fadkd train", *overrides, "train.resume=true", f"hydra.run.dir={out_dir}"])
 
 
 def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:
     """The student as a standard HF folder; projections beside it, not inside it."""
-    student.save_pretrained(out_dir / "student")
-    tokenizer.save_pretrained(out_dir / "student")
+    folder = safe_dir(out_dir, "student")
+    student.save_pretrained(folder)
+    tokenizer.save_pretrained(folder)
     state = {k: v.detach().cpu().contiguous() for k, v in loss_fn.state_dict().items()}
     if state:
         save_file(state, str(out_dir / "projections.safetensors"))
@@ -212,14 +285,3 @@ def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> Non
 
 def _fmt(values: dict | None, digits: int = 4) -> str:
     return "  ".join(f"{k}={v:.{digits}f}" for k, v in (values or {}).items())
-
-
-def _progress() -> Progress:
-    return Progress(
-        TextColumn("[progress.description]{task.description}"),
-        BarColumn(bar_width=20),
-        MofNCompleteColumn(),
-        TimeElapsedColumn(),
-        TextColumn("{task.fields[terms]}"),
-        console=console,
-    )

@@ -1,0 +1,88 @@
+"""What stops a run cleanly: non-finite values and SIGINT / SIGTERM.
+
+Both are checked between steps so the loop can write a checkpoint of the last good state
+before it stops; nothing here touches the weights.
+"""
+
+import math
+import os
+import signal
+
+from torch import Tensor
+
+from fadkd.errors import FadkdError
+
+TERM_NAMES = {"kd": "KL (logits)", "cos": "cos", "mse": "mse", "attn": "attn", "ce": "ce (task loss)"}
+
+
+class NonFiniteError(FadkdError):
+    """A loss term or gradient became NaN or infinite."""
+
+
+def nonfinite_term(terms: dict[str, Tensor]) -> str | None:
+    """Name the first non-finite term, at its layer pair when the per-pair value is known."""
+    bad = [k for k, v in terms.items() if not math.isfinite(float(v))]
+    if not bad:
+        return None
+    per_pair = [k for k in bad if "/" in k]
+    key = per_pair[0] if per_pair else bad[0]
+    name, _, pair = key.partition("/")
+    if pair:  # "s1_t2" -> "student layer 1 <- teacher layer 2"
+        student, teacher = pair[1:].split("_t")
+        where = f" at layer pair student {student} <- teacher {teacher}"
+    else:
+        where = ""
+    return f"{TERM_NAMES.get(name, name)}{where}"
+
+
+def nonfinite_gradient(named_parameters) -> str | None:
+    """Name the first parameter whose gradient is NaN or infinite."""
+    for name, param in named_parameters:
+        if param.grad is not None and not bool(param.grad.isfinite().all()):
+            return name
+    return None
+
+
+class Interrupts:
+    """Turn SIGINT / SIGTERM into a flag the loop reads after each step.
+
+    The first signal asks the loop to finish its step, checkpoint and exit (130 / 143);
+    a second SIGINT stops at once.
+    """
+
+    EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+
+    def __init__(self) -> None:
+        self.received: int | None = None
+        self._previous: dict = {}
+
+    def _handle(self, signum, frame) -> None:
+        if self.received == signal.SIGINT and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        self.received = signum
+        print(f"\n{signal.Signals(signum).name} received: finishing this step, then writing a checkpoint")
+
+    def __enter__(self) -> "Interrupts":
+        for sig in self.EXIT_CODES:
+            try:
+                self._previous[sig] = signal.signal(sig, self._handle)
+            except ValueError:  # not the main thread (e.g. some launchers): signals stay as they were
+                pass
+        return self
+
+    def __exit__(self, *exc) -> None:
+        for sig, handler in self._previous.items():
+            signal.signal(sig, handler)
+
+    @property
+    def exit_code(self) -> int:
+        return self.EXIT_CODES.get(self.received, 1)
+
+
+# Test hook: SIGKILL this process right after the given step, to prove resume is exact.
+_KILL_AT_STEP = int(os.environ.get("FADKD_FAULT_KILL_AT_STEP", "0"))
+
+
+def fault_injection(step: int) -> None:
+    if _KILL_AT_STEP and step == _KILL_AT_STEP:
+        os.kill(os.getpid(), signal.SIGKILL)
