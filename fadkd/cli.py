@@ -23,7 +23,7 @@ VERBS = {
     "eval": "re-evaluate a run's saved student on the task's dev split: run_dir=<dir>",
     "table": "results table (terminal, results.md, results.csv) over run or multirun folders",
 }
-console = Console(stderr=True)
+console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copyable
 
 
 def _usage() -> str:

@@ -1,9 +1,13 @@
 """Batches for distillation: tokenize each example for the student and the teacher.
 
-Teacher and student may use different tokenizers that still split text into the same
-tokens (e.g. all-mpnet-base-v2 ids = all-MiniLM ids + 4). Position-wise terms (hidden
-states, attention maps) are only meaningful when positions align, so every batch is
-checked when those terms are on; a mismatch stops training with the offending example.
+Position-wise terms (hidden states, attention maps) compare teacher and student token by
+token, so when they are on, the teacher must see exactly the student's positions. Teachers
+whose tokenizer splits text into the same tokens under other ids (all-mpnet-base-v2 ids =
+all-MiniLM ids + 4) get the student's encoding translated into their ids, special tokens
+mapped by role ([CLS] -> <s>, [SEP] -> </s>, ...): a pair is then fed BERT-style to both.
+Every batch is also tokenized by the teacher's own tokenizer to check that it would split
+the text the same way; any difference stops training with the example and both token lists.
+Without position-wise terms each model simply gets its own tokenization.
 """
 
 from dataclasses import dataclass
@@ -48,13 +52,20 @@ def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bo
         return type(a) is type(b) and a.get_vocab() == b.get_vocab()
 
 
+SPECIAL_ROLES = ("cls_token", "sep_token", "pad_token", "unk_token", "mask_token", "bos_token", "eos_token")
+
+
 def vocab_translation(student: PreTrainedTokenizerBase, teacher: PreTrainedTokenizerBase) -> Tensor:
-    """table[student_id] = teacher id of the same token string, or -1 when it has none."""
+    """table[student_id] = teacher id of the same token string (special tokens: same role), or -1."""
     teacher_vocab = teacher.get_vocab()
     table = torch.full((len(student),), -1, dtype=torch.long)
     for token, sid in student.get_vocab().items():
         if sid < len(table):
             table[sid] = teacher_vocab.get(token, -1)
+    for role in SPECIAL_ROLES:
+        s_tok, t_tok = getattr(student, role, None), getattr(teacher, role, None)
+        if s_tok is not None and t_tok is not None:
+            table[student.convert_tokens_to_ids(s_tok)] = teacher.convert_tokens_to_ids(t_tok)
     return table
 
 
@@ -78,46 +89,48 @@ class Collator:
         if check_alignment and teacher_tok is not None and not self.shared:
             self.table = vocab_translation(student_tok, teacher_tok)
 
-    def encode(self, tok: PreTrainedTokenizerBase, rows: list[dict]) -> dict[str, Tensor]:
+    def encode(self, tok: PreTrainedTokenizerBase, rows: list[dict], **kwargs) -> dict:
         columns = [[row[c] for row in rows] for c in self.task.text_columns]
-        return dict(tok(*columns, truncation=True, max_length=self.max_length, padding=True, return_tensors="pt"))
+        return tok(*columns, truncation=True, max_length=self.max_length, **kwargs)
 
     def __call__(self, rows: list[dict]) -> Batch:
         dtype = torch.float32 if self.task.is_regression else torch.long
         labels = torch.tensor([row["label"] for row in rows], dtype=dtype)
-        student = self.encode(self.student_tok, rows)
+        student = dict(self.encode(self.student_tok, rows, padding=True, return_tensors="pt"))
         if self.teacher_tok is None:
             teacher = None
         elif self.shared:
             teacher = student
+        elif self.table is not None:
+            teacher = self.translate(student, rows)
         else:
-            teacher = self.encode(self.teacher_tok, rows)
-            if self.table is not None:
-                self.check_aligned(student, teacher, rows)
+            teacher = dict(self.encode(self.teacher_tok, rows, padding=True, return_tensors="pt"))
         return Batch(student=student, teacher=teacher, labels=labels)
 
-    def check_aligned(self, student: dict, teacher: dict, rows: list[dict]) -> None:
-        s_ids, t_ids = student["input_ids"], teacher["input_ids"]
-        row_ok = student["attention_mask"].sum(1) == teacher["attention_mask"].sum(1)
-        if s_ids.shape == t_ids.shape:
-            s_special = torch.isin(s_ids, torch.tensor(self.student_tok.all_special_ids))
-            t_special = torch.isin(t_ids, torch.tensor(self.teacher_tok.all_special_ids))
-            # Special tokens may differ ([CLS] vs <s>) but must sit at the same positions;
-            # every other position must hold the same token string.
-            same = (s_special == t_special) & ((self.table[s_ids] == t_ids) | s_special)
-            row_ok &= same.all(1)
-        if bool(row_ok.all()):
-            return
-        bad = int((~row_ok).nonzero()[0, 0])
-        raise AlignmentError(
-            "teacher and student tokens do not align position by position, so hidden-state "
-            "and attention terms cannot compare them.\n"
-            f"  example: {rows[bad]}\n"
-            f"  student: {self.student_tok.convert_ids_to_tokens(s_ids[bad][student['attention_mask'][bad].bool()])}\n"
-            f"  teacher: {self.teacher_tok.convert_ids_to_tokens(t_ids[bad][teacher['attention_mask'][bad].bool()])}\n"
-            "Use a student and teacher with the same tokenization, or train with the "
-            "logit term only: loss.beta=0 loss.gamma=0 loss.delta=0"
-        )
+    def translate(self, student: dict[str, Tensor], rows: list[dict]) -> dict[str, Tensor]:
+        """The student's positions in the teacher's ids, after checking the teacher agrees."""
+        ids = self.table[student["input_ids"]]
+        native = self.encode(self.teacher_tok, rows)["input_ids"]
+        t_special = set(self.teacher_tok.all_special_ids)
+        mask = student["attention_mask"].bool()
+        for i, row_ids in enumerate(ids):
+            mine = [t for t in row_ids[mask[i]].tolist() if t not in t_special]
+            theirs = [t for t in native[i] if t not in t_special]
+            truncated = len(native[i]) >= self.max_length or int(mask[i].sum()) >= self.max_length
+            if -1 in mine or (mine != theirs and not truncated):  # truncation may cut other tokens
+                raise AlignmentError(
+                    "teacher and student tokenize this example differently, so hidden-state and attention "
+                    "terms cannot compare their positions.\n"
+                    f"  example: {rows[i]}\n"
+                    f"  student: {self.student_tok.convert_ids_to_tokens(student['input_ids'][i][mask[i]])}\n"
+                    f"  teacher: {self.teacher_tok.convert_ids_to_tokens(native[i])}\n"
+                    "Use a student and teacher with the same tokenization, or train with the logit term "
+                    "only: loss.beta=0 loss.gamma=0 loss.delta=0"
+                )
+        teacher = {"input_ids": ids, "attention_mask": student["attention_mask"]}
+        if "token_type_ids" in self.teacher_tok.model_input_names and "token_type_ids" in student:
+            teacher["token_type_ids"] = student["token_type_ids"]
+        return teacher
 
 
 class EpochSampler(Sampler[int]):

@@ -1,0 +1,159 @@
+"""Every row of docs/errors.md: trigger it, expect its message, a non-zero exit, no traceback.
+
+The table is the specification: its excerpt column is what the test matches, and a row
+without a case here (or a case without a row) fails.
+"""
+
+import re
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+from conftest import FIXTURES, ROOT
+from transformers import BertConfig, BertForSequenceClassification
+
+from fadkd.capture import Layers, run_model
+from fadkd.cli import main
+from fadkd.models import TINY_TOKENIZER
+
+FAST = ["task.max_train_samples=16", "task.max_eval_samples=8", "train.max_steps=1", "train.batch_size=8"]
+
+
+def _table() -> dict[str, str]:
+    rows = {}
+    for line in (ROOT / "docs" / "errors.md").read_text().splitlines():
+        cells = [c.strip() for c in line.strip().strip("|").split("|")]
+        if len(cells) == 3 and re.fullmatch(r"[a-z]+(-[a-z]+)*", cells[0]) and cells[0] != "id":
+            rows[cells[0]] = cells[2]
+    return rows
+
+
+def _glue(tmp: Path, folder: str, train: str | None = None, dev: str | None = None) -> Path:
+    """A GLUE folder with one task, copied from the fixtures, with files replaced as given."""
+    root = tmp / "glue"
+    shutil.copytree(FIXTURES / folder, root / folder)
+    for name, text in (("train.tsv", train), ("dev.tsv", dev)):
+        if text is not None:
+            (root / folder / name).write_text(text)
+    return root
+
+
+def _tokenizer_other(tmp: Path) -> Path:
+    """A tokenizer whose vocabulary lacks most words: splits text into other pieces."""
+    from transformers import BertTokenizer
+
+    vocab = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]", *"abcdefghijklmnopqrstuvwxyz.',", "the"]
+    vocab += [f"##{c}" for c in "abcdefghijklmnopqrstuvwxyz"]
+    tok = BertTokenizer(vocab={t: i for i, t in enumerate(vocab)})
+    tok.save_pretrained(tmp / "other-tok")
+    return tmp / "other-tok"
+
+
+def _three_label_teacher(tmp: Path) -> Path:
+    model = BertForSequenceClassification(
+        BertConfig(vocab_size=4000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+                   intermediate_size=64, num_labels=3)
+    )  # fmt: skip
+    model.save_pretrained(tmp / "teacher3")
+    return tmp / "teacher3"
+
+
+def _attention_missing(tmp: Path) -> None:
+    config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, attn_implementation="sdpa")  # fmt: skip
+    inputs = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    run_model(BertForSequenceClassification(config), inputs, Layers(attentions=frozenset({1})))
+
+
+def _finished_run(tmp: Path) -> list[str]:
+    main(["train", *FAST, f"hydra.run.dir={tmp / 'run'}"])
+    return ["train", *FAST, f"hydra.run.dir={tmp / 'run'}"]
+
+
+SST2_HEADER = "sentence\tlabel\n"
+STSB = "index\tgenre\tfilename\tyear\told_index\tsource1\tsource2\tsentence1\tsentence2\tscore\n"
+SHORT_ROW = "good\t1\nbad\n"
+STSB_BAD = STSB + "0\tg\tf\ty\t0\tn\tn\ta\tb\thigh\n"
+
+
+def _data_dir(tmp: Path, folder: str, **files) -> str:
+    return f"task.data_dir={_glue(tmp, folder, **files)}"
+
+
+# id -> function(tmp) returning CLI args (or raising the error itself).
+CASES = {
+    "unknown-task-group": lambda t: ["train", "task=nope"],
+    "unknown-task-name": lambda t: ["train", "task.name=nope"],
+    "data-dir-unset": lambda t: ["train", "task=mrpc"],
+    "data-dir-missing": lambda t: ["train", "task=mrpc", "task.data_dir=/does/not/exist"],
+    "split-missing": lambda t: ["train", "task=mrpc", f"task.data_dir={_glue(t, 'MRPC')}", "--no-dev"],
+    "tsv-columns": lambda t: ["train", _data_dir(t, "SST-2", train=SST2_HEADER + SHORT_ROW)],
+    "label-outside-set": lambda t: ["train", _data_dir(t, "SST-2", train=SST2_HEADER + "x\t7\n")],
+    "empty-split": lambda t: ["train", _data_dir(t, "SST-2", dev=SST2_HEADER)],
+    "stsb-score": lambda t: ["train", "task=stsb", _data_dir(t, "STS-B", train=STSB_BAD)],
+    "model-missing": lambda t: ["train", "teacher.path=/no/such/model"],
+    "model-not-hf": lambda t: ["train", f"teacher.path={t}"],
+    "real-model-not-fetched": lambda t: ["train", "teacher=mpnet-base", f"teacher.path={t}/assets/mpnet-base"],
+    "tokenizer-missing": lambda t: ["train", "student.tokenizer=/no/such/tokenizer"],
+    "tokens-misaligned": lambda t: ["train", f"teacher.tokenizer={_tokenizer_other(t)}", "teacher.path=null"],
+    "mapping-out-of-range": lambda t: ["train", "mapping=explicit", "mapping.pairs=[[1,9]]"],
+    "mapping-duplicates": lambda t: ["train", "mapping=explicit", "mapping.pairs=[[1,2],[1,2]]"],
+    "mapping-no-pairs": lambda t: ["train", "mapping=explicit", "mapping.pairs=[]"],
+    "mapping-weights-count": lambda t: ["train", "mapping.layer_weights=[1,2,3]"],
+    "mapping-strategy": lambda t: ["train", "mapping.strategy=diagonal"],
+    "negative-weight": lambda t: ["train", "loss.beta=-1"],
+    "all-weights-zero": lambda t: ["train", "loss.alpha=0", "loss.beta=0", "loss.gamma=0", "loss.delta=0", "loss.ce=0"],
+    "temperature": lambda t: ["train", "loss.temperature=0"],
+    "attention-maps-missing": _attention_missing,
+    "label-count-mismatch": lambda t: [
+        "train",
+        f"teacher.path={_three_label_teacher(t)}",
+        f"teacher.tokenizer={TINY_TOKENIZER}",
+    ],  # fmt: skip
+    "max-length": lambda t: ["train", "task.max_length=1000"],
+    "heads": lambda t: ["train", "student.hidden_size=33"],
+    "learning-rate": lambda t: ["train", "train.lr=0"],
+    "batch-size": lambda t: ["train", "train.batch_size=0"],
+    "unknown-key": lambda t: ["train", "train.foo=1"],
+    "wrong-type": lambda t: ["train", "train.batch_size=many"],
+    "device": lambda t: ["train", "train.device=cuda"],
+    "logger": lambda t: ["train", "train.logger=wandb"],
+    "nonfinite-policy": lambda t: ["train", "train.on_nonfinite=ignore"],
+    "run-dir-occupied": _finished_run,
+    "resume-nothing": lambda t: ["train", "train.resume=true"],
+    "eval-not-a-run": lambda t: ["eval", f"run_dir={t}"],
+    "eval-no-run-dir": lambda t: ["eval", "task.data_dir=x"],
+    "table-no-runs": lambda t: ["table", str(t)],
+    "unknown-verb": lambda t: ["frobnicate"],
+}
+
+
+def test_table_and_cases_match():
+    assert len(_table()) >= 25
+    assert set(_table()) == set(CASES)
+
+
+@pytest.mark.parametrize("case", sorted(CASES))
+def test_bad_input_gets_its_message(case, tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("FADKD_ASSETS", str(tmp_path / "assets"))
+    monkeypatch.delenv("HYDRA_FULL_ERROR", raising=False)
+    monkeypatch.setattr("torch.cuda.is_available", lambda: False)
+    with pytest.raises((SystemExit, Exception)) as err:
+        args = CASES[case](tmp_path)
+        if "--no-dev" in args:
+            args.remove("--no-dev")
+            (Path(args[2].split("=", 1)[1]) / "MRPC" / "dev.tsv").unlink()
+        if args and args[0] == "train":
+            args = ["train", *FAST, f"hydra.run.dir={tmp_path / 'out'}", *args[1:]]  # the case's own last
+        main(args)
+    out = capsys.readouterr()
+    text = " ".join((out.out + out.err + (str(err.value) if not isinstance(err.value, SystemExit) else "")).split())
+    if isinstance(err.value, SystemExit):
+        assert err.value.code not in (0, None)
+        assert "Traceback" not in out.err
+    else:
+        from fadkd.errors import FadkdError
+
+        assert isinstance(err.value, FadkdError)  # raised in-process: the CLI prints it plainly
+    assert " ".join(_table()[case].split()) in text

@@ -1,0 +1,99 @@
+"""Fuzz-style: corrupted TSV rows and malformed configs give a message, never a traceback."""
+
+import random
+import shutil
+
+import pytest
+from conftest import FIXTURES
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from hydra.errors import HydraException
+
+from fadkd.cli import CONF_DIR
+from fadkd.config import register_configs, to_config
+from fadkd.errors import FadkdError
+from fadkd.mapping import build_mapping
+from fadkd.tasks.glue import get_task, load_split
+
+TASKS = {"sst2": "SST-2", "cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
+JUNK = ["", "\t", "\t\t", '"', "nan", "-1", "7", "1.5", "é", "\x00", "x" * 500, "\r", "entailment", "5.01"]
+
+
+def _corrupt(line: str, rng: random.Random) -> str:
+    cells = line.rstrip("\n").split("\t")
+    action = rng.randrange(6)
+    if action == 0 and len(cells) > 1:
+        cells.pop(rng.randrange(len(cells)))  # a missing column
+    elif action == 1:
+        cells.insert(rng.randrange(len(cells) + 1), rng.choice(JUNK))  # an extra one
+    elif action == 2:
+        cells[-1] = rng.choice(JUNK)  # the label (last column in most tasks)
+    elif action == 3:
+        cells[rng.randrange(len(cells))] = rng.choice(JUNK)
+    elif action == 4:
+        return ""  # a blank line
+    else:
+        return line[: rng.randrange(len(line) + 1)]  # cut short
+    return "\t".join(cells) + "\n"
+
+
+@pytest.mark.parametrize("seed", range(300))
+def test_corrupted_tsv_row_loads_or_says_where(seed, tmp_path):
+    rng = random.Random(seed)
+    name = rng.choice(sorted(TASKS))
+    folder = tmp_path / TASKS[name]
+    shutil.copytree(FIXTURES / TASKS[name], folder)
+    path = folder / "train.tsv"
+    raw = path.read_bytes()
+    if rng.random() < 0.1:  # bytes that are not UTF-8
+        cut = rng.randrange(len(raw))
+        path.write_bytes(raw[:cut] + b"\xff\xfe" + raw[cut:])
+    else:
+        lines = path.read_text(encoding="utf-8").splitlines(keepends=True)
+        for _ in range(rng.randint(1, 3)):
+            i = rng.randrange(len(lines))
+            lines[i] = _corrupt(lines[i], rng)
+        path.write_text("".join(lines), encoding="utf-8")
+    try:
+        load_split(get_task(name), "train", str(tmp_path))
+    except FadkdError as err:
+        assert "train.tsv" in str(err)  # names the file
+
+
+KEYS = {
+    "loss.alpha": ["-1", "0", "1e309", "abc", "[1]", "null"],
+    "loss.temperature": ["0", "-2", "inf", "x"],
+    "loss.delta": ["-0.5", "2", "true"],
+    "train.batch_size": ["0", "-3", "1.5", "many", "null"],
+    "train.lr": ["0", "-1e-3", "big"],
+    "train.epochs": ["0", "-1", "two"],
+    "train.warmup_ratio": ["1", "-0.1", "2"],
+    "train.on_nonfinite": ["ignore", "", "123"],
+    "mapping.strategy": ["diagonal", "UNIFORM", "123"],
+    "mapping.pairs": ["[[1,9]]", "[[0,0],[0,0]]", "[]", "[[1]]", "[[a,b]]", "[[-1,2]]", "[[1,2,3,4]]"],
+    "mapping.layer_weights": ["[1,2,3]", "[-1,1]", "[0,0]", "[x]"],
+    "task.name": ["nope", "SST-2", "mnli-mm", ""],
+    "task.max_length": ["0", "-5", "long"],
+    "student.num_heads": ["0", "3", "-2"],
+    "student.hidden_size": ["0", "33", "x"],
+    "nonsense.key": ["1"],
+}
+
+
+@pytest.mark.parametrize("seed", range(150))
+def test_malformed_config_fails_with_a_message(seed):
+    rng = random.Random(seed)
+    overrides = [f"{k}={rng.choice(KEYS[k])}" for k in rng.sample(sorted(KEYS), rng.randint(1, 3))]
+    if any(o.startswith("mapping.pairs") for o in overrides):
+        overrides.append("mapping.strategy=explicit")
+    register_configs()
+    GlobalHydra.instance().clear()
+    try:
+        with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+            cfg = to_config(compose(config_name="config", overrides=overrides))
+        if cfg.loss.needs_features:
+            m = cfg.mapping
+            build_mapping(m.strategy, cfg.student.num_layers, cfg.teacher.num_layers, m.pairs, m.layer_weights)
+        get_task(cfg.task.name)
+    except (FadkdError, HydraException) as err:  # Hydra prints its own composition errors plainly
+        assert str(err).strip(), overrides
