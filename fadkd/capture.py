@@ -11,6 +11,7 @@ from dataclasses import dataclass
 import torch
 from torch import Tensor
 
+from fadkd import attention
 from fadkd.errors import FadkdError
 
 
@@ -25,14 +26,22 @@ class Outputs:
 def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers") -> Outputs:
     """Forward `model` on tokenized `inputs`, keeping only the requested layers."""
     hidden_layers, attention_layers = layers.hidden, layers.attentions
+    recording = getattr(model.config, "_attn_implementation", None) == attention.NAME
+    if recording:  # maps from the flagged layers only; SDPA elsewhere
+        attention.record_layers(model, attention_layers)
     out = model(
         **inputs,
         output_hidden_states=bool(hidden_layers),
-        output_attentions=bool(attention_layers),
+        output_attentions=bool(attention_layers) and not recording,
     )
     hidden = {i: out.hidden_states[i] for i in hidden_layers} if hidden_layers else {}
     attentions = {}
-    if attention_layers:
+    if recording:
+        attentions = attention.recorded(model, attention_layers)
+        missing = sorted(attention_layers - set(attentions))
+        if missing:
+            raise FadkdError(f"{type(model).__name__} recorded no attention maps for layers {missing}")
+    elif attention_layers:
         maps = out.attentions or ()
         if len(maps) == 0 or any(maps[i - 1] is None for i in attention_layers):
             # SDPA / flash attention return no probabilities; an empty attention loss would
@@ -40,9 +49,9 @@ def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers
             impl = getattr(model.config, "_attn_implementation", "?")
             raise FadkdError(
                 f"{type(model).__name__} returned no attention maps (attention implementation "
-                f"'{impl}'); attention alignment (loss.delta > 0) needs eager attention. fadkd "
-                "loads models with attn_implementation='eager' when loss.delta > 0: if this "
-                "model does not support it, set loss.delta=0"
+                f"'{impl}'); attention alignment (loss.delta > 0) needs the maps: fadkd loads "
+                "models with its own attention function ('fadkd') or eager attention when "
+                "loss.delta > 0; if this model supports neither, set loss.delta=0"
             )
         attentions = {i: maps[i - 1] for i in attention_layers}
     return Outputs(logits=out.logits, hidden=hidden, attentions=attentions, mask=inputs["attention_mask"])

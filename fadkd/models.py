@@ -19,6 +19,7 @@ from transformers import (
     PreTrainedTokenizerBase,
 )
 
+from fadkd import attention
 from fadkd.config import ModelConfig
 from fadkd.errors import FadkdError
 
@@ -78,9 +79,9 @@ def load_classifier(
 ) -> PreTrainedModel:
     """A sequence-classification model with `num_labels` outputs (1 = regression).
 
-    attn_implementation is "eager" when attention maps are needed: transformers 5 runs BERT
-    with SDPA by default, which returns no attention probabilities. None = transformers'
-    default for the architecture (SDPA where supported; MPNet has only eager).
+    attn_implementation is "fadkd" when attention maps are needed (fadkd/attention.py: SDPA,
+    plus probabilities kept for the mapped layers; eager for models without transformers'
+    attention interface). None = transformers' default (SDPA where supported; MPNet: eager).
     """
     problem = "regression" if num_labels == 1 else "single_label_classification"
     if cfg.path is None:
@@ -103,6 +104,9 @@ def load_classifier(
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
         _check_head(config, num_labels, role, cfg.path)
+        model_class = AutoModelForSequenceClassification._model_mapping.get(type(config))
+        if attn_implementation == attention.NAME and not attention.supports_recording(model_class):
+            attn_implementation = "eager"  # no attention interface (e.g. MPNet): maps via eager
         return AutoModelForSequenceClassification.from_pretrained(
             path,
             num_labels=num_labels,

@@ -24,6 +24,7 @@ from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
+from fadkd import attention
 from fadkd.capture import layers_to_capture, run_model
 from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
@@ -89,12 +90,12 @@ def train(cfg: Config, out_dir: Path) -> dict:
     weights = LossWeights(**{k: getattr(cfg.loss, k) for k in ("alpha", "temperature", "beta", "gamma", "delta", "ce")})
     use_teacher = cfg.loss.alpha > 0 or cfg.loss.needs_features
 
-    # Data and models. Attention maps need eager attention (SDPA returns none).
+    # Data and models. Attention maps come from fadkd's attention function (SDPA returns none).
     task = get_task(cfg.task.name)
     data_dir = resolve_data_dir(cfg.task.data_dir)
     train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
     dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
-    attn = "eager" if cfg.loss.delta > 0 else None  # None: transformers' default (SDPA where supported)
+    attn = attention.NAME if cfg.loss.delta > 0 else None  # None: transformers' default (SDPA where supported)
     student_tok = load_tokenizer(cfg.student, "student")
     student = load_classifier(cfg.student, "student", task.num_labels, len(student_tok), attn).to(device)
     check_max_length(student, cfg.task.max_length, "student")

@@ -1,0 +1,85 @@
+"""Attention maps for the mapped layers only, SDPA everywhere else.
+
+transformers 5 runs BERT and Llama with SDPA, which returns no attention probabilities;
+forcing eager attention in every layer to get them costs time in layers whose maps no loss
+reads. fadkd registers its own attention function, "fadkd", through transformers' attention
+interface: a layer flagged by `record_layers` computes its probabilities explicitly (the same
+arithmetic as eager attention) and keeps them, pre-dropout, on the module; every other layer
+calls SDPA. Models without the attention interface (e.g. MPNet) keep eager attention and give
+their maps through output_attentions. tests/test_attention.py checks "fadkd" against eager.
+"""
+
+import torch
+from torch import Tensor, nn
+from transformers import AttentionInterface
+from transformers.integrations.sdpa_attention import repeat_kv, sdpa_attention_forward
+from transformers.masking_utils import AttentionMaskInterface, sdpa_mask
+
+NAME = "fadkd"
+
+
+def fadkd_attention(
+    module: nn.Module,
+    query: Tensor,
+    key: Tensor,
+    value: Tensor,
+    attention_mask: Tensor | None,
+    scaling: float | None = None,
+    dropout: float = 0.0,
+    **kwargs,
+):
+    """SDPA, or explicit softmax(QKᵀ·scale + mask)·V that keeps the probabilities when flagged."""
+    kwargs.pop("output_attentions", None)
+    if not getattr(module, "fadkd_record", False):
+        return sdpa_attention_forward(
+            module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
+        )
+    groups = getattr(module, "num_key_value_groups", 1)
+    key, value = repeat_kv(key, groups), repeat_kv(value, groups)  # grouped-query attention
+    scale = query.size(-1) ** -0.5 if scaling is None else scaling
+    scores = torch.matmul(query, key.transpose(2, 3)) * scale
+    if attention_mask is not None:  # sdpa_mask gives booleans (True = attend)
+        mask = attention_mask[..., : key.shape[-2]]
+        scores = scores.masked_fill(~mask, torch.finfo(scores.dtype).min) if mask.dtype == torch.bool else scores + mask
+    elif getattr(module, "is_causal", False) and query.shape[-2] > 1:
+        causal = torch.ones(query.shape[-2], key.shape[-2], dtype=torch.bool, device=query.device).tril()
+        scores = scores.masked_fill(~causal, torch.finfo(scores.dtype).min)
+    probs = torch.softmax(scores, dim=-1, dtype=torch.float32).to(query.dtype)
+    module.fadkd_probs = probs  # read by fadkd.capture after the forward
+    weights = nn.functional.dropout(probs, p=dropout, training=module.training)
+    return torch.matmul(weights, value).transpose(1, 2).contiguous(), None
+
+
+AttentionInterface.register(NAME, fadkd_attention)
+AttentionMaskInterface.register(NAME, sdpa_mask)
+
+
+def supports_recording(model_class) -> bool:
+    """Whether a model class routes attention through transformers' attention interface."""
+    return bool(getattr(model_class, "_supports_attention_backend", False))
+
+
+def attention_modules(model: nn.Module) -> dict[int, nn.Module]:
+    """1-based layer index -> its self-attention module (the ones that carry `layer_idx`)."""
+    found = {}
+    for name, module in model.named_modules():
+        if getattr(module, "layer_idx", None) is not None and "crossattention" not in name:
+            found.setdefault(module.layer_idx + 1, module)
+    return found
+
+
+def record_layers(model: nn.Module, layers: frozenset[int]) -> None:
+    """Flag the layers whose probabilities the loss reads; the rest stay on SDPA."""
+    for index, module in attention_modules(model).items():
+        module.fadkd_record = index in layers
+        module.fadkd_probs = None
+
+
+def recorded(model: nn.Module, layers: frozenset[int]) -> dict[int, Tensor]:
+    """The probabilities the last forward kept, for `layers`, then forgotten."""
+    modules = attention_modules(model)
+    maps = {i: modules[i].fadkd_probs for i in layers if i in modules and modules[i].fadkd_probs is not None}
+    for i in layers:
+        if i in modules:
+            modules[i].fadkd_probs = None
+    return maps
