@@ -35,8 +35,15 @@ class ModelConfig:
     intermediate_size: int = 64
     max_position_embeddings: int = 512
     init_seed: int = 0
+    arch: str = "bert"  # tiny presets: bert (classifiers) | llama (causal LMs, fadkd/lm_models.py)
+    num_kv_heads: int | None = None  # llama: key/value heads, grouped-query attention (null = num_heads)
+    # A student made from the teacher's weights (causal LMs, DistilBERT-style): some of its layers.
+    init: str = "random"  # random (path, or the tiny preset above) | from_teacher
+    keep_layers: list[int] | None = None  # from_teacher: teacher layers kept, 0-based (model.layers[i])
+    every_k: int | None = None  # from_teacher: keep teacher layers 0, k, 2k, ... instead
 
     def __post_init__(self) -> None:
+        _check_lm_model(self)
         if self.path is None:
             _positive(f"{self.name}.num_layers", self.num_layers)
             _positive(f"{self.name}.hidden_size", self.hidden_size)
@@ -59,10 +66,19 @@ class TaskConfig:
     max_length: int = 128  # tokens per example (pairs included), longer ones are truncated
     max_train_samples: int | None = None  # first N training rows (null = all)
     max_eval_samples: int | None = None  # first N dev rows (null = all)
+    # Causal-LM tasks (lm_<GLUE task>, lm_text; fadkd/tasks/lm.py). max_length cuts held-out texts.
+    train_file: str | None = None  # lm_text: .txt (one text per line), .jsonl, or a datasets folder
+    eval_file: str | None = None  # lm_text: the held-out texts, same formats
+    text_column: str = "text"  # lm_text: the field holding the text in .jsonl / datasets folders
+    block_size: int = 128  # tokens per packed block (training and perplexity)
+    prompt_fraction: float = 0.5  # generation: share of a held-out text's tokens given as the prompt
+    max_new_tokens: int = 32  # generation: greedy continuation length (the reference is cut to it)
+    eval_samples: int | None = 200  # generation: the first N held-out texts (null = all)
 
     def __post_init__(self) -> None:
         _positive("task.max_length", self.max_length)
-        if self.data_dir is None:
+        _check_lm_task(self)
+        if self.data_dir is None and self.name != "lm_text":
             raise ConfigError(
                 f"task.data_dir is not set for task '{self.name}': pass task.data_dir=<folder in "
                 "the GLUE layout, e.g. ../shared/data/glue>, or task.data_dir=hub to load it from "
@@ -126,7 +142,7 @@ class TrainConfig:
     """The optimisation loop."""
 
     epochs: int = 10
-    max_steps: int = -1  # > 0 stops after this many optimizer steps (overrides epochs)
+    max_steps: int = -1  # > 0 stops after this many optimizer steps (overrides epochs); 0 = evaluate only
     batch_size: int = 16
     eval_batch_size: int = 64
     lr: float = 1e-3
@@ -139,6 +155,7 @@ class TrainConfig:
     device: str = "auto"  # auto | cpu | cuda | cuda:N
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     save_student: bool = True  # save the best student as a Hugging Face folder
+    group_by_length: bool = False  # batches of similar length (less padding), still shuffled
     logger: str = "jsonl"  # jsonl (steps.jsonl, evals.jsonl) | tensorboard (those + events) | none
     checkpoint_every: int = 0  # write a checkpoint every N steps (0 = at each evaluation only)
     keep_checkpoints: int = 2  # newest checkpoints kept
@@ -158,10 +175,30 @@ class TrainConfig:
         _positive("train.eval_batch_size", self.eval_batch_size)
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0 (typical: 1e-5 to 1e-3)")
-        if self.epochs < 1 and self.max_steps <= 0:
-            raise ConfigError("train.epochs must be >= 1 unless train.max_steps > 0")
+        if self.epochs < 1 and self.max_steps < 0:
+            raise ConfigError("train.epochs must be >= 1 unless train.max_steps >= 0")
         if not 0 <= self.warmup_ratio < 1:
             raise ConfigError(f"train.warmup_ratio={self.warmup_ratio} must be in [0, 1)")
+
+
+CACHE_DTYPES = ("float16", "bfloat16")
+
+
+@dataclass
+class CacheConfig:
+    """The teacher-output cache (fadkd/cache.py): the teacher runs once, later epochs and runs read."""
+
+    enabled: bool = False
+    dir: str = "~/.cache/fadkd-teacher"  # one folder per key below it (conf sets $FADKD_CACHE)
+    path: str | None = None  # an explicit cache folder (refused if built for something else)
+    max_gb: float = 50.0  # refuse to write a cache estimated larger than this
+    dtype: str = "float16"  # float16 | bfloat16: hidden states and maps; logits stay float32
+
+    def __post_init__(self) -> None:
+        if self.dtype not in CACHE_DTYPES:
+            raise ConfigError(f"cache.dtype='{self.dtype}' is unknown; choose float16 or bfloat16")
+        if self.max_gb <= 0:
+            raise ConfigError(f"cache.max_gb={self.max_gb} must be > 0")
 
 
 @dataclass
@@ -179,11 +216,76 @@ class Config:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     loss: LossConfig = field(default_factory=LossConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+    cache: CacheConfig = field(default_factory=CacheConfig)
 
 
 def _positive(key: str, value: int) -> None:
     if value <= 0:
         raise ConfigError(f"{key}={value} must be a positive integer")
+
+
+MODEL_ARCHS = ("bert", "llama")
+MODEL_INITS = ("random", "from_teacher")
+
+
+def _check_lm_model(cfg: ModelConfig) -> None:
+    """The causal-LM fields of a model: tiny Llama shape, and the from_teacher layer choice."""
+    if cfg.arch not in MODEL_ARCHS:
+        raise ConfigError(f"model '{cfg.name}': arch='{cfg.arch}' is unknown; choose {' or '.join(MODEL_ARCHS)}")
+    if cfg.num_kv_heads is not None and (cfg.num_kv_heads <= 0 or cfg.num_heads % cfg.num_kv_heads):
+        raise ConfigError(
+            f"model '{cfg.name}': num_kv_heads={cfg.num_kv_heads} must be positive and divide "
+            f"num_heads={cfg.num_heads} (grouped-query attention shares each key/value head)"
+        )
+    if cfg.init not in MODEL_INITS:
+        raise ConfigError(f"model '{cfg.name}': init='{cfg.init}' is unknown; choose random or from_teacher")
+    chosen = [k for k in ("keep_layers", "every_k") if getattr(cfg, k) is not None]
+    if cfg.init == "random":
+        if chosen:
+            raise ConfigError(
+                f"model '{cfg.name}': {chosen[0]} is set but init=random; it picks teacher layers only "
+                "with student.init=from_teacher"
+            )
+        return
+    if cfg.path is not None:
+        raise ConfigError(
+            f"model '{cfg.name}': init=from_teacher builds the student from the teacher's layers, so "
+            f"path={cfg.path} would be ignored; set student.path=null, or student.init=random to load it"
+        )
+    if len(chosen) != 1:
+        raise ConfigError(
+            f"model '{cfg.name}': init=from_teacher needs exactly one of student.keep_layers=[0,3,6] "
+            "(0-based teacher layers) or student.every_k=3"
+        )
+    if cfg.every_k is not None and cfg.every_k < 1:
+        raise ConfigError(f"model '{cfg.name}': every_k={cfg.every_k} must be a positive integer")
+    keep = cfg.keep_layers
+    if keep is not None and (not keep or any(k < 0 for k in keep) or list(keep) != sorted(set(keep))):
+        raise ConfigError(
+            f"student.keep_layers={list(keep)} must list teacher layers (0-based) in increasing order, "
+            "each once, e.g. [0,3,6]"
+        )
+
+
+def _check_lm_task(cfg: TaskConfig) -> None:
+    """The causal-LM fields: lengths, prompt share, and lm_text's files."""
+    _positive("task.max_new_tokens", cfg.max_new_tokens)
+    if cfg.block_size < 2:
+        raise ConfigError(f"task.block_size={cfg.block_size} must be >= 2 (a token and the one it predicts)")
+    if not 0 < cfg.prompt_fraction < 1:
+        raise ConfigError(
+            f"task.prompt_fraction={cfg.prompt_fraction} must be between 0 and 1 (exclusive): the share of "
+            "each held-out text given as the prompt, the rest being the reference continuation"
+        )
+    if cfg.eval_samples is not None:
+        _positive("task.eval_samples", cfg.eval_samples)
+    if cfg.name == "lm_text":
+        for key in ("train_file", "eval_file"):
+            if getattr(cfg, key) is None:
+                raise ConfigError(
+                    f"task.{key} is not set for task 'lm_text': pass task.train_file=<texts> "
+                    "task.eval_file=<held-out texts> (.txt one text per line, .jsonl, or a datasets folder)"
+                )
 
 
 def register_configs() -> None:

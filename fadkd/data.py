@@ -30,6 +30,7 @@ class Batch:
     student: dict[str, Tensor]
     teacher: dict[str, Tensor] | None  # the same dict as student when tokenizers are equal
     labels: Tensor
+    indices: Tensor | None = None  # positions of the rows in the training set (teacher cache lookup)
 
     def to(self, device: torch.device) -> "Batch":
         student = {k: v.to(device) for k, v in self.student.items()}
@@ -39,7 +40,7 @@ class Batch:
             teacher = {k: v.to(device) for k, v in self.teacher.items()}
         else:
             teacher = None
-        return Batch(student=student, teacher=teacher, labels=self.labels.to(device))
+        return Batch(student=student, teacher=teacher, labels=self.labels.to(device), indices=self.indices)
 
 
 def same_tokenizer(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
@@ -105,7 +106,8 @@ class Collator:
             teacher = self.translate(student, rows)
         else:
             teacher = dict(self.encode(self.teacher_tok, rows, padding=True, return_tensors="pt"))
-        return Batch(student=student, teacher=teacher, labels=labels)
+        indices = torch.tensor([row.get("_index", -1) for row in rows])
+        return Batch(student=student, teacher=teacher, labels=labels, indices=indices)
 
     def translate(self, student: dict[str, Tensor], rows: list[dict]) -> dict[str, Tensor]:
         """The student's positions in the teacher's ids, after checking the teacher agrees."""
@@ -137,11 +139,14 @@ class EpochSampler(Sampler[int]):
     """Row order of one epoch, a function of (seed, epoch) alone.
 
     Nothing else draws from its generator, so a resumed run replays the same order;
-    `start` skips the rows of the epoch already trained on.
+    `start` skips the rows of the epoch already trained on. With `lengths` and a batch size,
+    rows are grouped by length: the shuffled order is cut into chunks of 50 batches, each
+    sorted longest first, so a batch pads little while the epoch stays shuffled.
     """
 
-    def __init__(self, num_rows: int, seed: int, shuffle: bool = True):
+    def __init__(self, num_rows: int, seed: int, shuffle: bool = True, lengths=None, batch_size: int = 0):
         self.num_rows, self.seed, self.shuffle = num_rows, seed, shuffle
+        self.lengths, self.batch_size = lengths, batch_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -151,7 +156,13 @@ class EpochSampler(Sampler[int]):
         if not self.shuffle:
             return list(range(self.num_rows))
         generator = torch.Generator().manual_seed(self.seed * 1_000_003 + self.epoch)
-        return torch.randperm(self.num_rows, generator=generator).tolist()
+        order = torch.randperm(self.num_rows, generator=generator).tolist()
+        if self.lengths is None or self.batch_size <= 0:
+            return order
+        chunk = 50 * self.batch_size
+        return [
+            i for c in range(0, len(order), chunk) for i in sorted(order[c : c + chunk], key=lambda i: -self.lengths[i])
+        ]
 
     def __iter__(self):
         return iter(self.order()[self.start :])

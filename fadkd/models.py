@@ -96,8 +96,9 @@ def load_classifier(
             problem_type=problem,
             attn_implementation=attn_implementation,
         )
-        torch.manual_seed(cfg.init_seed)
-        return BertForSequenceClassification(config)
+        with torch.random.fork_rng():  # the init has its own seed and leaves the run's RNG alone
+            torch.manual_seed(cfg.init_seed)
+            return BertForSequenceClassification(config)
     if _looks_local(cfg.path):
         _check_folder(cfg.path, "path", role)
     path = os.path.expanduser(cfg.path)
@@ -153,3 +154,16 @@ def width(model: PreTrainedModel) -> int:
 
 def count_parameters(model: torch.nn.Module) -> int:
     return sum(p.numel() for p in model.parameters())
+
+
+def model_shape(cfg: ModelConfig, role: str) -> dict[str, int]:
+    """Depth, width and head count from the config alone (no weights loaded)."""
+    if cfg.path is None:
+        return {"layers": cfg.num_layers, "width": cfg.hidden_size, "heads": cfg.num_heads}
+    if _looks_local(cfg.path):
+        _check_folder(cfg.path, "path", role)
+    try:
+        config = AutoConfig.from_pretrained(os.path.expanduser(cfg.path), trust_remote_code=cfg.trust_remote_code)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"{role}: cannot read the config of {cfg.path}: {err}") from None
+    return {"layers": config.num_hidden_layers, "width": config.hidden_size, "heads": config.num_attention_heads}

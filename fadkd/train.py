@@ -35,9 +35,10 @@ from fadkd.guards import Interrupts, NonFiniteError, fault_injection, nonfinite_
 from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
-from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, width
+from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
 from fadkd.tasks.glue import get_task, load_split
+from fadkd.teacher import Teacher
 
 ASSETS = Path(__file__).parent / "assets"
 RUN_FILES = ("config.yaml", "steps.jsonl", "evals.jsonl", "metrics.json", "student", "projections.safetensors")
@@ -94,40 +95,42 @@ def train(cfg: Config, out_dir: Path) -> dict:
     task = get_task(cfg.task.name)
     data_dir = resolve_data_dir(cfg.task.data_dir)
     train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
+    train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
     dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
     attn = attention.NAME if cfg.loss.delta > 0 else None  # None: transformers' default (SDPA where supported)
     student_tok = load_tokenizer(cfg.student, "student")
     student = load_classifier(cfg.student, "student", task.num_labels, len(student_tok), attn).to(device)
     check_max_length(student, cfg.task.max_length, "student")
-    teacher_tok = teacher = None
+    teacher_tok = teacher_shape = None
     if use_teacher:
         teacher_tok = load_tokenizer(cfg.teacher, "teacher")
-        teacher = load_classifier(cfg.teacher, "teacher", task.num_labels, len(teacher_tok), attn).to(device)
-        teacher.eval().requires_grad_(False)
-        check_max_length(teacher, cfg.task.max_length, "teacher")
+        teacher_shape = model_shape(cfg.teacher, "teacher")
 
     # Layer mapping and the objective.
     pairs = []
     if cfg.loss.needs_features:
         m = cfg.mapping
         pairs = build_mapping(
-            m.strategy, depth(student), depth(teacher), m.pairs, m.layer_weights, m.include_embeddings
+            m.strategy, depth(student), teacher_shape["layers"], m.pairs, m.layer_weights, m.include_embeddings
         )
     loss_fn = DistillLoss(
         weights,
         pairs,
         student_widths={p.student: width(student) for p in pairs},
-        teacher_widths={p.teacher: width(teacher) for p in pairs},
+        teacher_widths={p.teacher: teacher_shape["width"] for p in pairs},
         is_regression=task.is_regression,
         shared_projection=cfg.loss.shared_projection,
     ).to(device)
-    s_layers, t_layers = layers_to_capture(pairs, cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0)
+    s_layers = layers_to_capture(pairs, cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0)[0]
     console.print(f"[bold]{loss_fn}")
     if pairs:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(pairs))
 
     collator = Collator(task, student_tok, teacher_tok, cfg.task.max_length, check_alignment=cfg.loss.needs_features)
-    sampler = EpochSampler(len(train_rows), cfg.train.seed)
+    lengths = None
+    if cfg.train.group_by_length:
+        lengths = [int(collator([row]).student["attention_mask"].sum()) for row in train_rows]
+    sampler = EpochSampler(len(train_rows), cfg.train.seed, lengths=lengths, batch_size=cfg.train.batch_size)
     loader = make_loader(train_rows, collator, cfg.train.batch_size, sampler)
     batches_per_epoch = math.ceil(len(train_rows) / cfg.train.batch_size)
     total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * batches_per_epoch
@@ -151,7 +154,12 @@ def train(cfg: Config, out_dir: Path) -> dict:
     def checkpoint() -> Path:
         return save_checkpoint(checkpoints, state, student, loss_fn, optimizer, scheduler, cfg.train.keep_checkpoints)
 
-    teacher_metrics = dev_metrics(teacher, teacher_tok) if teacher is not None else None
+    teacher = None
+    if use_teacher:
+        teacher = Teacher(
+            cfg, task, teacher_shape, collator, train_rows, dev_rows, pairs, device, dev_metrics, console.print
+        )
+    teacher_metrics = teacher.metrics if teacher else None
     if teacher_metrics:
         console.print(f"teacher dev: {_fmt(teacher_metrics)}")
 
@@ -166,11 +174,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
             sampler.set_epoch(state.epoch, start=state.batch_in_epoch * cfg.train.batch_size)
             for batch in loader:
                 batch = batch.to(device)
-                if teacher is not None:
-                    with torch.no_grad():  # not inference_mode: its tensors cannot enter autograd
-                        t_out = run_model(teacher, batch.teacher, t_layers)
-                else:
-                    t_out = None
+                t_out = teacher.outputs(batch) if teacher is not None else None
                 s_out = run_model(student, batch.student, s_layers)
                 loss, terms = loss_fn(s_out, t_out, batch.labels)
                 optimizer.zero_grad(set_to_none=True)
@@ -239,7 +243,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
         "teacher": teacher_metrics,
         "teacher_name": cfg.teacher.name if teacher is not None else None,
         "student_name": cfg.student.name,
-        "params": {"student": count_parameters(student), "teacher": count_parameters(teacher) if teacher else None},
+        "params": {"student": count_parameters(student), "teacher": teacher_params(cfg, teacher)},
         "steps": state.step,
         "skipped_steps": state.skipped_steps,
         "train_seconds": elapsed,
@@ -250,6 +254,15 @@ def train(cfg: Config, out_dir: Path) -> dict:
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
     console.print(f"[bold green]best student dev (step {state.best_step}): {_fmt(state.best)}[/]  -> {out_dir}")
     return metrics
+
+
+def teacher_params(cfg: Config, teacher) -> int | None:
+    """Parameter count of the teacher (from the cache's record when it was not loaded)."""
+    if teacher is None:
+        return None
+    if teacher.model is not None:
+        return count_parameters(teacher.model)
+    return teacher.cache.meta.get("teacher_params")
 
 
 def handle_nonfinite(what: str, state: TrainState, cfg: Config, checkpoint) -> None:

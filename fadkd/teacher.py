@@ -1,0 +1,73 @@
+"""The teacher's side of a step: a live frozen model, or its outputs read from the cache."""
+
+import hashlib
+import json
+
+import torch
+
+from fadkd import attention
+from fadkd.cache import build_cache, open_cache, teacher_fingerprint
+from fadkd.capture import Layers, layers_to_capture, run_model
+from fadkd.config import Config
+from fadkd.models import check_max_length, count_parameters, load_classifier
+
+
+def _rows_hash(rows: list[dict]) -> str:
+    return hashlib.sha256(json.dumps(rows, sort_keys=True).encode()).hexdigest()
+
+
+def cache_components(cfg: Config, collator, train_rows, dev_rows, layers: Layers) -> dict:
+    """Everything that changes the cached teacher outputs (see fadkd/cache.py)."""
+    tok = collator.teacher_tok
+    return {
+        "teacher": teacher_fingerprint(cfg.teacher),
+        "teacher_tokenizer": hashlib.sha256(tok.backend_tokenizer.to_str().encode()).hexdigest(),
+        "student_tokenizer": hashlib.sha256(collator.student_tok.backend_tokenizer.to_str().encode()).hexdigest(),
+        "teacher_input": "shared" if collator.shared else ("translated" if collator.table is not None else "native"),
+        "task": cfg.task.name,
+        "train_rows": _rows_hash(train_rows),
+        "dev_rows": _rows_hash(dev_rows),  # the teacher's dev metrics are stored too
+        "max_length": cfg.task.max_length,
+        "hidden_layers": sorted(layers.hidden),
+        "attention_layers": sorted(layers.attentions),
+        "dtype": cfg.cache.dtype,
+    }
+
+
+class Teacher:
+    """`outputs(batch)` gives the teacher's Outputs for a training batch, from the model or the cache."""
+
+    def __init__(self, cfg: Config, task, shape, collator, train_rows, dev_rows, pairs, device, dev_metrics, log):
+        self.model = self.cache = None
+        self.device = device
+        features, maps = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0
+        self.layers = layers_to_capture(pairs, features, maps)[1]
+        if cfg.cache.enabled:
+            # Store every mapped layer's states and maps, so runs that differ only in loss
+            # weights share one cache.
+            stored = layers_to_capture(pairs, True, True)[1] if pairs else Layers()
+            components = cache_components(cfg, collator, train_rows, dev_rows, stored)
+            folder, self.cache = open_cache(cfg.cache, components)
+            if self.cache is not None:
+                log(f"teacher cache: reading {folder}")
+                self.metrics = self.cache.meta["teacher_dev"]
+                return
+        attn = attention.NAME if maps or (cfg.cache.enabled and pairs) else None
+        with torch.random.fork_rng():  # loading a teacher (e.g. a fresh head) leaves the run's RNG alone
+            self.model = load_classifier(cfg.teacher, "teacher", task.num_labels, len(collator.teacher_tok), attn)
+        self.model.to(device).eval().requires_grad_(False)
+        check_max_length(self.model, cfg.task.max_length, "teacher")
+        self.metrics = dev_metrics(self.model, collator.teacher_tok)
+        if cfg.cache.enabled:
+            record = {"teacher_dev": self.metrics, "teacher_params": count_parameters(self.model)}
+            self.cache = build_cache(
+                folder, components, cfg.cache, self.model, train_rows, collator, stored, shape,
+                task.num_labels, cfg.train.eval_batch_size, device, record, log,
+            )  # fmt: skip
+            self.model = None  # the loop reads the cache from here on
+
+    def outputs(self, batch):
+        if self.cache is not None:
+            return self.cache.outputs(batch.indices, batch.student["attention_mask"], self.device)
+        with torch.no_grad():  # not inference_mode: its tensors cannot be saved for backward
+            return run_model(self.model, batch.teacher, self.layers)
