@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models
+.PHONY: help install demo test test-slow lint format clean models bench-peers
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -38,6 +38,24 @@ format: $(STAMP)  ## ruff format and autofix
 
 models: $(STAMP)  ## fetch the real pretrained models (mpnet-base, minilm-l6, minilm-l3, smollm2-135m) into $$FADKD_ASSETS (default ~/.cache/fadkd-assets)
 	$(BIN)/python scripts/fetch_models.py
+
+# Benchmark-only peers, each in its own venv layered on .venv (a .pth file adds .venv's
+# site-packages, so torch/transformers come from there); --no-deps so no torch wheel of their own.
+PEER_PTH = $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])'
+
+.venv-textbrewer/.installed: $(STAMP)
+	$(BIN)/python -m venv .venv-textbrewer
+	$(PEER_PTH) > $$(.venv-textbrewer/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fadkd-main-venv.pth
+	.venv-textbrewer/bin/pip install -q --no-deps textbrewer==0.2.1.post1 tensorboardX protobuf
+	touch $@
+
+.venv-torchdistill/.installed: $(STAMP)
+	$(BIN)/python -m venv .venv-torchdistill
+	$(PEER_PTH) > $$(.venv-torchdistill/bin/python -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')/fadkd-main-venv.pth
+	.venv-torchdistill/bin/pip install -q --no-deps torchdistill==1.1.5 torchvision==0.28.0 pillow
+	touch $@
+
+bench-peers: .venv-textbrewer/.installed .venv-torchdistill/.installed  ## install TextBrewer and torchdistill in their own venvs (benchmark only)
 
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun .pytest_cache
