@@ -156,6 +156,8 @@ class TrainConfig:
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     save_student: bool = True  # save the best student as a Hugging Face folder
     group_by_length: bool = False  # batches of similar length (less padding), still shuffled
+    precision: str = "fp32"  # fp32 | bf16 (autocast for the forwards; loss terms in fp32)
+    compile: bool = False  # torch.compile the student's forward (worth it on GPUs)
     logger: str = "jsonl"  # jsonl (steps.jsonl, evals.jsonl) | tensorboard (those + events) | none
     checkpoint_every: int = 0  # write a checkpoint every N steps (0 = at each evaluation only)
     keep_checkpoints: int = 2  # newest checkpoints kept
@@ -165,6 +167,8 @@ class TrainConfig:
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skipped steps
 
     def __post_init__(self) -> None:
+        if self.precision not in ("fp32", "bf16"):
+            raise ConfigError(f"train.precision='{self.precision}' is unknown; choose fp32 or bf16")
         if self.on_nonfinite not in ("stop", "skip"):
             raise ConfigError(f"train.on_nonfinite='{self.on_nonfinite}' is unknown; choose stop or skip")
         if self.logger not in ("jsonl", "tensorboard", "none"):

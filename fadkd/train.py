@@ -25,19 +25,22 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from fadkd import attention
-from fadkd.capture import layers_to_capture, run_model
+from fadkd.capture import layers_to_capture
 from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
 from fadkd.data import Collator, EpochSampler, make_loader
 from fadkd.errors import FadkdError
 from fadkd.evaluate import evaluate
-from fadkd.guards import Interrupts, NonFiniteError, fault_injection, nonfinite_gradient, nonfinite_term
+from fadkd.guards import Interrupts, NonFiniteError, fault_injection
+from fadkd.lm_run import prepare_lm
 from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
+from fadkd.step import StepParts, train_step
 from fadkd.tasks.glue import get_task, load_split
+from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
 
 ASSETS = Path(__file__).parent / "assets"
@@ -92,19 +95,24 @@ def train(cfg: Config, out_dir: Path) -> dict:
     use_teacher = cfg.loss.alpha > 0 or cfg.loss.needs_features
 
     # Data and models. Attention maps come from fadkd's attention function (SDPA returns none).
-    task = get_task(cfg.task.name)
-    data_dir = resolve_data_dir(cfg.task.data_dir)
-    train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
-    train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
-    dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
     attn = attention.NAME if cfg.loss.delta > 0 else None  # None: transformers' default (SDPA where supported)
-    student_tok = load_tokenizer(cfg.student, "student")
-    student = load_classifier(cfg.student, "student", task.num_labels, len(student_tok), attn).to(device)
-    check_max_length(student, cfg.task.max_length, "student")
-    teacher_tok = teacher_shape = None
-    if use_teacher:
-        teacher_tok = load_tokenizer(cfg.teacher, "teacher")
-        teacher_shape = model_shape(cfg.teacher, "teacher")
+    lm = prepare_lm(cfg, attn, device, use_teacher, out_dir) if is_lm_task(cfg.task.name) else None
+    if lm is not None:  # causal LM (fadkd/lm_run.py): packed text blocks, held-out perplexity and generation
+        task, train_rows, dev_rows, student_tok, student = lm.task, lm.train_rows, [], lm.student_tok, lm.student
+        teacher_tok, teacher_shape = lm.teacher_tok, lm.teacher_shape
+    else:
+        task = get_task(cfg.task.name)
+        data_dir = resolve_data_dir(cfg.task.data_dir)
+        train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
+        train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
+        dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
+        student_tok = load_tokenizer(cfg.student, "student")
+        student = load_classifier(cfg.student, "student", task.num_labels, len(student_tok), attn).to(device)
+        check_max_length(student, cfg.task.max_length, "student")
+        teacher_tok = teacher_shape = None
+        if use_teacher:
+            teacher_tok = load_tokenizer(cfg.teacher, "teacher")
+            teacher_shape = model_shape(cfg.teacher, "teacher")
 
     # Layer mapping and the objective.
     pairs = []
@@ -126,14 +134,15 @@ def train(cfg: Config, out_dir: Path) -> dict:
     if pairs:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(pairs))
 
-    collator = Collator(task, student_tok, teacher_tok, cfg.task.max_length, check_alignment=cfg.loss.needs_features)
+    needs_features = cfg.loss.needs_features
+    collator = lm.collator if lm else Collator(task, student_tok, teacher_tok, cfg.task.max_length, needs_features)
     lengths = None
     if cfg.train.group_by_length:
         lengths = [int(collator([row]).student["attention_mask"].sum()) for row in train_rows]
     sampler = EpochSampler(len(train_rows), cfg.train.seed, lengths=lengths, batch_size=cfg.train.batch_size)
     loader = make_loader(train_rows, collator, cfg.train.batch_size, sampler)
     batches_per_epoch = math.ceil(len(train_rows) / cfg.train.batch_size)
-    total_steps = cfg.train.max_steps if cfg.train.max_steps > 0 else cfg.train.epochs * batches_per_epoch
+    total_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     params = [p for _, p in named_params]
     optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
@@ -149,17 +158,34 @@ def train(cfg: Config, out_dir: Path) -> dict:
         console.print(f"resumed from {found[0]} (step {state.step})")
 
     def dev_metrics(model, tok) -> dict[str, float]:
+        if lm is not None:
+            return lm.evaluate(model)
         return evaluate(model, dev_rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
 
     def checkpoint() -> Path:
         return save_checkpoint(checkpoints, state, student, loss_fn, optimizer, scheduler, cfg.train.keep_checkpoints)
 
     teacher = None
-    if use_teacher:
+    if lm is not None:
+        teacher = lm.teacher(pairs, cfg)  # None unless the loss reads it (it was evaluated either way)
+    elif use_teacher:
         teacher = Teacher(
             cfg, task, teacher_shape, collator, train_rows, dev_rows, pairs, device, dev_metrics, console.print
         )
-    teacher_metrics = teacher.metrics if teacher else None
+    teacher_metrics = lm.teacher_metrics if lm else teacher.metrics if teacher else None
+    if cfg.train.compile:
+        student.forward = torch.compile(student.forward)
+    parts = StepParts(
+        student,
+        teacher,
+        loss_fn,
+        optimizer,
+        scheduler,
+        named_params,
+        s_layers,
+        cfg.train.grad_clip,
+        cfg.train.precision,
+    )
     if teacher_metrics:
         console.print(f"teacher dev: {_fmt(teacher_metrics)}")
 
@@ -173,20 +199,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
         while state.step < total_steps:
             sampler.set_epoch(state.epoch, start=state.batch_in_epoch * cfg.train.batch_size)
             for batch in loader:
-                batch = batch.to(device)
-                t_out = teacher.outputs(batch) if teacher is not None else None
-                s_out = run_model(student, batch.student, s_layers)
-                loss, terms = loss_fn(s_out, t_out, batch.labels)
-                optimizer.zero_grad(set_to_none=True)
-                loss.backward()
-                clip = cfg.train.grad_clip if cfg.train.grad_clip > 0 else float("inf")
-                grad_norm = torch.nn.utils.clip_grad_norm_(params, clip)
-                bad = nonfinite_term(terms) or (
-                    f"gradient of {nonfinite_gradient(named_params)}" if not torch.isfinite(grad_norm) else None
-                )
-                if bad is None:
-                    optimizer.step()
-                    scheduler.step()
+                loss, terms, grad_norm, bad = train_step(parts, batch.to(device), device)
                 state.step += 1
                 state.batch_in_epoch += 1
                 if bad is not None:
@@ -212,7 +225,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     last = dev_metrics(student, student_tok)
                     log.log_eval(state.step, last)
                     progress.console.print(f"step {state.step} dev: {_fmt(last)}")
-                    if state.best is None or last[task.main_metric] > state.best[task.main_metric]:
+                    if state.best is None or improved(task.main_metric, last, state.best):
                         state.best, state.best_step = last, state.step
                         if cfg.train.save_student:
                             save_student(student, student_tok, loss_fn, out_dir)
@@ -231,6 +244,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     sys.exit(interrupts.exit_code)
                 if state.step >= total_steps or end_of_epoch:
                     break
+    if total_steps == 0:  # train.max_steps=0: the student as it starts (e.g. layers kept from the teacher)
+        state.best = last = dev_metrics(student, student_tok)
+        log.log_eval(0, last)
+        if cfg.train.save_student:
+            save_student(student, student_tok, loss_fn, out_dir)
     log.close()
 
     elapsed = time.perf_counter() - started
@@ -241,7 +259,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
         "best_step": state.best_step,
         "student_final": last,
         "teacher": teacher_metrics,
-        "teacher_name": cfg.teacher.name if teacher is not None else None,
+        "teacher_name": cfg.teacher.name if teacher_metrics is not None else None,
         "student_name": cfg.student.name,
         "params": {"student": count_parameters(student), "teacher": teacher_params(cfg, teacher)},
         "steps": state.step,
@@ -263,6 +281,11 @@ def teacher_params(cfg: Config, teacher) -> int | None:
     if teacher.model is not None:
         return count_parameters(teacher.model)
     return teacher.cache.meta.get("teacher_params")
+
+
+def improved(metric: str, new: dict, best: dict) -> bool:
+    """Whether `new` beats `best` on `metric` (perplexity and CER: lower is better)."""
+    return new[metric] < best[metric] if metric in LOWER_IS_BETTER else new[metric] > best[metric]
 
 
 def handle_nonfinite(what: str, state: TrainState, cfg: Config, checkpoint) -> None:

@@ -1,0 +1,52 @@
+"""One optimisation step, shared by the training loop and the speed benchmark."""
+
+from contextlib import nullcontext
+from dataclasses import dataclass
+
+import torch
+
+from fadkd.capture import Layers, run_model
+from fadkd.guards import nonfinite_gradient, nonfinite_term
+
+
+@dataclass
+class StepParts:
+    """What a step touches. `teacher` has `.outputs(batch)` (live model or cache), or is None."""
+
+    student: torch.nn.Module
+    teacher: object | None
+    loss_fn: torch.nn.Module
+    optimizer: torch.optim.Optimizer
+    scheduler: object
+    named_params: list[tuple[str, torch.nn.Parameter]]
+    student_layers: Layers
+    grad_clip: float = 1.0  # 0 = no clipping (the norm is still computed, to catch NaN)
+    precision: str = "fp32"  # fp32 | bf16 (autocast; the loss terms compute in fp32)
+
+    def autocast(self, device: torch.device):
+        if self.precision == "bf16":
+            return torch.autocast(device_type=device.type, dtype=torch.bfloat16)
+        return nullcontext()
+
+
+def train_step(parts: StepParts, batch, device: torch.device):
+    """Forward both models, loss, backward, clip, and update unless a value is non-finite.
+
+    Returns (loss, terms, grad_norm, bad): `bad` names the non-finite term or gradient (the
+    update was then not applied), else None.
+    """
+    with parts.autocast(device):
+        t_out = parts.teacher.outputs(batch) if parts.teacher is not None else None
+        s_out = run_model(parts.student, batch.student, parts.student_layers)
+        loss, terms = parts.loss_fn(s_out, t_out, batch.labels)
+    parts.optimizer.zero_grad(set_to_none=True)
+    loss.backward()
+    params = [p for _, p in parts.named_params]
+    grad_norm = torch.nn.utils.clip_grad_norm_(params, parts.grad_clip if parts.grad_clip > 0 else float("inf"))
+    bad = nonfinite_term(terms)
+    if bad is None and not torch.isfinite(grad_norm):
+        bad = f"gradient of {nonfinite_gradient(parts.named_params)}"
+    if bad is None:
+        parts.optimizer.step()
+        parts.scheduler.step()
+    return loss, terms, grad_norm, bad
