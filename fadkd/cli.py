@@ -66,6 +66,7 @@ def eval_main(args: list[str]) -> None:
     from fadkd.evaluate import evaluate
     from fadkd.models import ModelError
     from fadkd.tasks.glue import get_task, load_split
+    from fadkd.tasks.lm import is_lm_task
     from fadkd.train import resolve_data_dir, resolve_device
 
     if not args or args[0] in ("-h", "--help"):
@@ -85,6 +86,11 @@ def eval_main(args: list[str]) -> None:
             f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
         )
     cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
+    if is_lm_task(cfg.task.name):  # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/lm_run.py)
+        from fadkd.lm_run import eval_lm_run
+
+        print(json.dumps(eval_lm_run(run_dir, cfg, resolve_device(cfg.train.device))))
+        return
     task = get_task(cfg.task.name)
     rows = load_split(task, "dev", resolve_data_dir(cfg.task.data_dir), cfg.task.max_eval_samples).to_list()
 
@@ -104,8 +110,12 @@ def table_main(args: list[str]) -> None:
     parser = argparse.ArgumentParser(prog="fadkd table", description=VERBS["table"])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or a multirun folder")
     parser.add_argument("--out", type=Path, help="where results.md / results.csv go")
+    parser.add_argument(
+        "--layout", choices=("default", "paper"), default="default",
+        help="paper: causal-LM runs as Model | Perplexity | BLEU | ROUGE-L | CER (+ vs teacher), paper.md / paper.csv",
+    )  # fmt: skip
     ns = parser.parse_args(args)
-    write_table(ns.paths, ns.out)
+    write_table(ns.paths, ns.out, ns.layout)
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -9,6 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 from fadkd.errors import FadkdError
+from fadkd.tasks.lm import LOWER_IS_BETTER
 
 
 def find_runs(paths: list[Path]) -> list[Path]:
@@ -74,7 +75,9 @@ def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict],
                 "train_s": m["train_seconds"],
             }
         )
-    rows.sort(key=lambda r: -(r.get(r["main_metric"]) or float("-inf")))
+    sign = {True: 1, False: -1}  # best first: lowest perplexity, highest accuracy; missing values last
+    rows.sort(key=lambda r: float("inf") if r.get(r["main_metric"]) is None else
+              sign[r["main_metric"] in LOWER_IS_BETTER] * r[r["main_metric"]])  # fmt: skip
     columns = ["run", "task", *swept, *metric_names, "teacher_score", "student_params", "steps", "train_s"]
     return columns, rows, common
 
@@ -87,8 +90,15 @@ def _cell(value) -> str:
     return str(value)
 
 
-def write_table(paths: list[Path], out_dir: Path | None = None) -> Path:
-    """Print the table and write results.md / results.csv; returns the folder written to."""
+def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "default") -> Path:
+    """Print the table and write results.md / results.csv; returns the folder written to.
+
+    layout="paper": causal-LM runs in the paper's layout (fadkd/paper_table.py).
+    """
+    if layout == "paper":
+        from fadkd.paper_table import write_paper_table
+
+        return write_paper_table(paths, out_dir)
     runs = find_runs(paths)
     root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None
     columns, rows, common = collect(runs, root)
