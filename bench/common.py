@@ -24,7 +24,7 @@ ASSETS = Path(os.environ.get("FADKD_ASSETS") or Path.home() / ".cache" / "fadkd-
 GLUE = Path(os.environ.get("FADKD_GLUE_DIR") or ROOT.parent / "shared" / "data" / "glue")
 BATCH, MAX_LEN, LR, THREADS = 32, 64, 5e-5, 2
 PAIRS = [(s, 2 * s) for s in range(1, 7)]  # (student layer, teacher layer), 1-based
-WARMUP, STEPS = 3, 20
+WARMUP, STEPS = 3, int(os.environ.get("FADKD_BENCH_STEPS", "20"))  # fewer only for a quick check
 
 
 def sentences(n: int = BATCH, seed: int = 0) -> list[str]:
@@ -49,13 +49,16 @@ def batch() -> dict[str, torch.Tensor]:
     }
 
 
-def models(student_attn: str | None = None):
-    """(teacher, student) as sequence classifiers with 2 labels, seeded heads."""
+def models(student_attn: str | None = None, teacher: bool = True):
+    """(teacher, student) as sequence classifiers with 2 labels, seeded heads (teacher None if not asked)."""
     from transformers import AutoModelForSequenceClassification
 
     torch.manual_seed(0)
-    teacher = AutoModelForSequenceClassification.from_pretrained(ASSETS / "mpnet-base", num_labels=2).eval()
-    teacher.requires_grad_(False)
+    if teacher:
+        teacher = AutoModelForSequenceClassification.from_pretrained(ASSETS / "mpnet-base", num_labels=2).eval()
+        teacher.requires_grad_(False)
+    else:
+        teacher = None
     kwargs = {"attn_implementation": student_attn} if student_attn else {}
     student = AutoModelForSequenceClassification.from_pretrained(ASSETS / "minilm-l6", num_labels=2, **kwargs)
     return teacher, student.train()

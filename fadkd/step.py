@@ -20,7 +20,7 @@ class StepParts:
     scheduler: object
     named_params: list[tuple[str, torch.nn.Parameter]]
     student_layers: Layers
-    grad_clip: float = 1.0  # 0 = no clipping (the norm is still computed, to catch NaN)
+    grad_clip: float = 1.0  # 0 = no clipping (and no gradient-norm check; the loss terms are still checked)
     precision: str = "fp32"  # fp32 | bf16 (autocast; the loss terms compute in fp32)
 
     def autocast(self, device: torch.device):
@@ -41,10 +41,11 @@ def train_step(parts: StepParts, batch, device: torch.device):
         loss, terms = parts.loss_fn(s_out, t_out, batch.labels)
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
-    params = [p for _, p in parts.named_params]
-    grad_norm = torch.nn.utils.clip_grad_norm_(params, parts.grad_clip if parts.grad_clip > 0 else float("inf"))
+    grad_norm = None  # without clipping the norm is not computed (it costs a pass over every gradient)
+    if parts.grad_clip > 0:
+        grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in parts.named_params], parts.grad_clip)
     bad = nonfinite_term(terms)
-    if bad is None and not torch.isfinite(grad_norm):
+    if bad is None and grad_norm is not None and not torch.isfinite(grad_norm):
         bad = f"gradient of {nonfinite_gradient(parts.named_params)}"
     if bad is None:
         parts.optimizer.step()

@@ -210,7 +210,9 @@ def train(cfg: Config, out_dir: Path) -> dict:
                 if state.step % cfg.train.log_every == 0 or state.step == total_steps:
                     now = time.perf_counter()
                     row = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
-                    row |= {"lr": scheduler.get_last_lr()[0], "grad_norm": grad_norm.item()}
+                    row["lr"] = scheduler.get_last_lr()[0]
+                    if grad_norm is not None:  # computed when clipping (train.grad_clip > 0)
+                        row["grad_norm"] = grad_norm.item()
                     row["samples_per_s"] = window_samples / max(now - window_start, 1e-9)
                     log.log_step(state.step, row)
                     window_start, window_samples = now, 0

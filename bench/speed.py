@@ -1,0 +1,184 @@
+"""Speed benchmark: FLOOR vs fadkd (full loss, live teacher and cached) vs TextBrewer, torchdistill.
+
+    make bench                       # = .venv/bin/python bench/speed.py --rounds 3
+    python bench/speed.py --method fadkd_full     # one method, one process (what rounds call)
+
+The protocol (bench/common.py, ../shared/reference/speed-protocol.md): one fixed batch of 32
+SST-2 sentences, all-mpnet-base-v2 teacher -> all-MiniLM-L6-v2 student, 2 threads, 3 warm-up +
+20 timed steps, median step time. Each method runs in a fresh process per round, methods in a
+rotated order each round, so drift and noise hit all of them; ratios are taken within a round.
+Rounds where other processes took over 10 % of the CPU are reported and left out of the summary.
+"""
+
+import argparse
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import torch
+import torch.nn.functional as F
+
+sys.path.insert(0, str(Path(__file__).resolve().parent))
+import common  # noqa: E402
+
+ROOT = common.ROOT
+RESULTS = ROOT / "bench" / "results"
+CACHE_DIR = Path(os.environ.get("FADKD_BENCH_CACHE", "/tmp/fadkd-bench-cache"))
+PEERS = {
+    "textbrewer": (ROOT / ".venv-textbrewer/bin/python", ROOT / "bench/peers/textbrewer_step.py"),
+    "torchdistill": (ROOT / ".venv-torchdistill/bin/python", ROOT / "bench/peers/torchdistill_step.py"),
+}
+METHODS = ["floor", "fadkd_full", "fadkd_cached", *PEERS]
+
+
+def floor() -> dict:
+    """Hand-written logits-only KD: hard CE + τ²·KL(τ=2); the least a KD step can cost."""
+    teacher, student = common.models()
+    batch = common.batch()
+    optimizer = torch.optim.AdamW(student.parameters(), lr=common.LR)
+
+    def step():
+        with torch.no_grad():
+            t = teacher(**batch["teacher"]).logits
+        s = student(**batch["student"]).logits
+        kl = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="batchmean")
+        loss = F.cross_entropy(s, batch["labels"]) + 4 * kl
+        loss.backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+
+    return common.time_steps(step)
+
+
+def _fadkd_parts(cached: bool):
+    """fadkd's own step (fadkd.step.train_step) with the full objective on the protocol's pairs."""
+    from transformers import get_constant_schedule
+
+    from fadkd import attention
+    from fadkd.cache import TeacherCache
+    from fadkd.capture import layers_to_capture, run_model
+    from fadkd.data import Batch
+    from fadkd.losses import DistillLoss, LossWeights
+    from fadkd.mapping import LayerPair
+    from fadkd.step import StepParts
+
+    b = common.batch()
+    batch = Batch(student=b["student"], teacher=b["teacher"], labels=b["labels"], indices=torch.arange(common.BATCH))
+    pairs = [LayerPair(s, t) for s, t in common.PAIRS]
+    s_layers, t_layers = layers_to_capture(pairs, True, True)
+    folder = CACHE_DIR / "protocol"
+    if cached and not (folder / "meta.json").exists():
+        raise SystemExit(f"no cache at {folder}: run `python bench/speed.py --build-cache` first")
+    if cached:  # the teacher is never loaded: a cached run reads its outputs
+        teacher = TeacherCache(folder)
+        _, student = common.models(student_attn=attention.NAME, teacher=False)
+    else:
+        model, student = common.models(student_attn=attention.NAME)
+        teacher = None
+
+    class Live:  # what fadkd.teacher.Teacher does without a cache
+        def outputs(self, batch):
+            with torch.no_grad():
+                return run_model(model, batch.teacher, t_layers)
+
+    class Cached:
+        def outputs(self, batch):
+            return teacher.outputs(batch.indices, batch.student["attention_mask"], torch.device("cpu"))
+
+    weights = LossWeights(alpha=1.0, temperature=2.0, beta=1.0, gamma=1.0, delta=1.0, ce=1.0)
+    loss_fn = DistillLoss(weights, pairs, {s: 384 for s, _ in common.PAIRS}, {t: 768 for _, t in common.PAIRS}, False)
+    named = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
+    optimizer = torch.optim.AdamW([p for _, p in named], lr=common.LR)
+    parts = StepParts(student, Cached() if cached else Live(), loss_fn, optimizer, get_constant_schedule(optimizer),
+                      named, s_layers, grad_clip=0.0)  # fmt: skip
+    return parts, batch
+
+
+def fadkd(cached: bool) -> dict:
+    from fadkd.step import train_step
+
+    parts, batch = _fadkd_parts(cached)
+    device = torch.device("cpu")
+    return common.time_steps(lambda: train_step(parts, batch, device))
+
+
+def build_protocol_cache() -> None:
+    """The teacher's outputs for the protocol batch, written by fadkd's cache builder."""
+    from fadkd.cache import build_cache
+    from fadkd.capture import Layers
+    from fadkd.config import CacheConfig
+    from fadkd.data import Batch
+
+    b = common.batch()
+    teacher, _ = common.models()
+    rows = [{"_index": i} for i in range(common.BATCH)]
+
+    def collator(chunk):  # the protocol batch is fixed: hand back its rows, unpadded per row
+        idx = [r["_index"] for r in chunk]
+        n = int(b["teacher"]["attention_mask"][idx].sum(1).max())
+        t = {k: v[idx][:, :n] for k, v in b["teacher"].items()}
+        return Batch(student=t, teacher=t, labels=b["labels"][idx])
+
+    layers = Layers(frozenset(t for _, t in common.PAIRS), frozenset(t for _, t in common.PAIRS))
+    shape = {"layers": 12, "width": 768, "heads": 12}
+    build_cache(CACHE_DIR / "protocol", {"bench": "protocol"}, CacheConfig(dir=str(CACHE_DIR)), teacher, rows,
+                collator, layers, shape, 2, 32, torch.device("cpu"), {})  # fmt: skip
+
+
+def run_method(method: str) -> dict | None:
+    if method in PEERS:
+        python, script = PEERS[method]
+        if not python.exists():
+            print(f"{method}: {python} missing (run `make bench-peers`); skipped", file=sys.stderr)
+            return None
+        cmd = [str(python), str(script)]
+    else:
+        cmd = [sys.executable, __file__, "--method", method]
+    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
+    if proc.returncode != 0 or not lines:
+        print(f"{method} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
+        return None
+    return json.loads(lines[-1])
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--method", choices=METHODS, help="time one method in this process")
+    parser.add_argument("--build-cache", action="store_true", help="write the protocol's teacher cache")
+    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    args = parser.parse_args()
+    if args.build_cache:
+        return build_protocol_cache()
+    if args.method:
+        result = {"floor": floor, "fadkd_full": lambda: fadkd(False), "fadkd_cached": lambda: fadkd(True)}
+        return common.report(args.method, result[args.method]() if args.method in result else {})
+    from summary import summarize
+
+    subprocess.run([sys.executable, __file__, "--build-cache"], cwd=ROOT, check=True)
+    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    meta = {
+        "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
+        "commit": commit.strip(),
+        "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
+        f"torch {torch.__version__}",
+    }
+    records = []
+    for r in range(1, args.rounds + 1):
+        order = args.methods[r - 1 :] + args.methods[: r - 1]  # rotate who goes first
+        for method in order:
+            result = run_method(method)
+            if result:
+                result.pop("step_times", None)
+                records.append({**result, "method": method, "device": "cpu", "round": r, **meta})
+                print(f"round {r} {method}: {result['median_step_s']:.3f} s/step", flush=True)
+    summarize(records, meta, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,76 @@
+"""The speed benchmark's table: per-round ratios vs FLOOR, printed and written with provenance."""
+
+import json
+import statistics
+from pathlib import Path
+
+from rich.console import Console
+from rich.table import Table
+
+RESULTS = Path(__file__).resolve().parent / "results"
+NOISY = 10.0  # % of the CPU taken by other processes above which a round is left out
+
+
+def summarize(records: list[dict], meta: dict, when: str) -> None:
+    floors = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor"}
+    for r in records:
+        r["ratio_vs_floor"] = r["median_step_s"] / floors[r["round"]] if r["round"] in floors else None
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with open(RESULTS / "speed.jsonl", "a") as f:
+        for r in records:
+            f.write(json.dumps(r) + "\n")
+
+    noisy = {r["round"] for r in records if r["other_cpu_pct"] > NOISY}
+    clean = [r for r in records if r["round"] not in noisy and r["ratio_vs_floor"] is not None]
+    columns = ["method", "median step s", "samples/s", "ratio vs FLOOR", "peak RSS MiB", "other CPU %", "rounds"]
+    rows = []
+    for method in dict.fromkeys(r["method"] for r in records):
+        mine = [r for r in clean if r["method"] == method]
+        if not mine:
+            continue
+        rows.append([
+            method,
+            f"{statistics.median(r['median_step_s'] for r in mine):.3f}",
+            f"{statistics.median(r['samples_per_s'] for r in mine):.1f}",
+            f"{statistics.median(r['ratio_vs_floor'] for r in mine):.3f}",
+            f"{max(r['peak_rss_mib'] for r in mine):.0f}",
+            f"{max(r['other_cpu_pct'] for r in mine):.1f}",
+            str(len(mine)),
+        ])  # fmt: skip
+    table = Table(title="speed: median over clean rounds of each round's median step (ratio within the round)")
+    for c in columns:
+        table.add_column(c)
+    for row in rows:
+        table.add_row(*row)
+    Console().print(table)
+    per_round = ["| round | " + " | ".join(dict.fromkeys(r["method"] for r in records)) + " |"]
+    for rnd in sorted({r["round"] for r in records}):
+        cells = {
+            r["method"]: f"{r['median_step_s']:.3f} ({r['ratio_vs_floor']:.3f}x)" for r in records if r["round"] == rnd
+        }
+        flag = " (noisy, left out)" if rnd in noisy else ""
+        per_round.append(
+            f"| {rnd}{flag} | "
+            + " | ".join(cells.get(m, "-") for m in dict.fromkeys(x["method"] for x in records))
+            + " |"
+        )
+    md = [
+        f"# Speed benchmark ({when})",
+        "",
+        f"- command: `{meta['command']}`",
+        f"- commit: `{meta['commit']}`",
+        f"- machine: {meta['machine']}",
+        f"- rounds with other processes over {NOISY:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
+        "",
+        "| " + " | ".join(columns) + " |",
+        "|" + "---|" * len(columns),
+        *["| " + " | ".join(row) + " |" for row in rows],
+        "",
+        "Each round, median step s (ratio vs that round's FLOOR):",
+        "",
+        per_round[0],
+        "|" + "---|" * (per_round[0].count("|") - 1),
+        *per_round[1:],
+    ]
+    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {RESULTS / 'speed.md'} and appended to {RESULTS / 'speed.jsonl'}")
