@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models bench-peers
+.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -36,7 +36,7 @@ format: $(STAMP)  ## ruff format and autofix
 	$(BIN)/ruff format .
 	$(BIN)/ruff check --fix .
 
-models: $(STAMP)  ## fetch the real pretrained models (mpnet-base, minilm-l6, minilm-l3, smollm2-135m) into $$FADKD_ASSETS (default ~/.cache/fadkd-assets)
+models: $(STAMP)  ## fetch the real pretrained models (mpnet-base, minilm-l6, minilm-l3, smollm2-135m) into FADKD_ASSETS (default ~/.cache/fadkd-assets)
 	$(BIN)/python scripts/fetch_models.py
 
 # Benchmark-only peers, each in its own venv layered on .venv (a .pth file adds .venv's
@@ -57,5 +57,14 @@ PEER_PTH = $(BIN)/python -c 'import sysconfig; print(sysconfig.get_paths()["pure
 
 bench-peers: .venv-textbrewer/.installed .venv-torchdistill/.installed  ## install TextBrewer and torchdistill in their own venvs (benchmark only)
 
+lm-table: $(STAMP)  ## the causal-LM table (SmolLM2-135M -> its 10-layer student, lm_sst2; STEPS=150: about 2 h on 2 CPU cores) -> bench/results/lm_sst2.md, lm.jsonl
+	scripts/lm_table.sh
+
 clean:  ## remove run outputs (not the venv)
 	rm -rf outputs multirun .pytest_cache
+
+bench: $(STAMP) bench-peers  ## speed benchmark vs FLOOR, TextBrewer, torchdistill (needs `make models`) -> bench/results/speed.md
+	$(BIN)/python bench/speed.py --rounds 3
+
+bench-multirun: $(STAMP)  ## a 4-run sweep on 2,000 MRPC rows with and without the teacher cache -> bench/results/multirun_cache.jsonl
+	$(BIN)/python bench/multirun_cache.py
