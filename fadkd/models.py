@@ -105,7 +105,7 @@ def load_classifier(
     try:
         config = AutoConfig.from_pretrained(path, trust_remote_code=cfg.trust_remote_code)
         _check_head(config, num_labels, role, cfg.path)
-        model_class = AutoModelForSequenceClassification._model_mapping.get(type(config))
+        model_class = AutoModelForSequenceClassification._model_mapping.get(type(config), None)
         if attn_implementation == attention.NAME and not attention.supports_recording(model_class):
             attn_implementation = "eager"  # no attention interface (e.g. MPNet): maps via eager
         return AutoModelForSequenceClassification.from_pretrained(
