@@ -222,6 +222,20 @@ class Config:
     train: TrainConfig = field(default_factory=TrainConfig)
     cache: CacheConfig = field(default_factory=CacheConfig)
 
+    def __post_init__(self) -> None:
+        lm = self.task.name.strip().lower().startswith("lm_")
+        if not lm and self.student.init == "from_teacher":
+            raise ConfigError(
+                f"student.init=from_teacher builds a causal LM from the teacher's layers; task '{self.task.name}' "
+                "trains classifiers: use a causal-LM task (task=lm_sst2, task=lm_text) or student.init=random"
+            )
+        for role, model in (("teacher", self.teacher), ("student", self.student)):
+            if not lm and model.path is None and model.arch == "llama":
+                raise ConfigError(
+                    f"{role} '{model.name}' is a tiny Llama (a causal LM) but task '{self.task.name}' classifies; "
+                    f"use it with task=lm_sst2 or task=lm_text, or {role}=tiny for GLUE tasks"
+                )
+
 
 def _positive(key: str, value: int) -> None:
     if value <= 0:

@@ -22,6 +22,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import sys
 import time
 from pathlib import Path
 
@@ -29,6 +30,7 @@ import jiwer
 import sacrebleu
 import torch
 import torch.nn.functional as F
+from absl import logging as absl_logging
 from rouge_score import rouge_scorer
 from torch.utils.data import DataLoader
 from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerBase
@@ -36,6 +38,10 @@ from transformers import GenerationConfig, PreTrainedModel, PreTrainedTokenizerB
 from fadkd.tasks.lm import LmCollator
 
 logging.getLogger("absl").setLevel(logging.WARNING)  # rouge-score logs each scorer it builds
+# rouge-score imports absl, whose handler keeps the sys.stderr of that moment; when logging is
+# reconfigured (Hydra does so in-process) it closes that stream unless it is the process's own
+# stderr, which would close a stream someone else redirected (pytest's capture) under them.
+absl_logging.get_absl_handler().python_handler.stream = sys.__stderr__
 
 
 def _no_recording(model: torch.nn.Module) -> None:

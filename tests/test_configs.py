@@ -13,6 +13,12 @@ from fadkd.config import Config, ConfigError, LossConfig, register_configs, to_c
 NEEDS = {
     "teacher=hf": ["teacher.path=/some/folder"],
     "student=hf": ["student.path=/some/folder"],
+    # causal-LM presets go with causal-LM tasks; lm_text needs its files
+    "teacher=tiny-llama": ["task=lm_sst2"],
+    "student=tiny-llama": ["task=lm_sst2"],
+    "student=tiny-llama-half": ["task=lm_sst2"],
+    "student=smollm2-135m-third": ["task=lm_sst2"],
+    "task=lm_text": ["task.train_file=train.txt", "task.eval_file=dev.txt"],
 }
 
 

@@ -81,6 +81,44 @@ def _data_dir(tmp: Path, folder: str, **files) -> str:
     return f"task.data_dir={_glue(tmp, folder, **files)}"
 
 
+LM = ["task=lm_sst2", "teacher=tiny-llama", "student=tiny-llama-half"]
+
+
+def _lm_text(tmp: Path, name: str, text: str) -> list[str]:
+    """lm_text args whose training file `name` holds `text` (the held-out file is fine)."""
+    (tmp / name).write_text(text)
+    (tmp / "dev.txt").write_text("a held-out text\n")
+    return [*LM_TEXT, f"task.train_file={tmp / name}", f"task.eval_file={tmp / 'dev.txt'}"]
+
+
+def _glue_run(tmp: Path) -> str:
+    (tmp / "glue-run").mkdir()
+    (tmp / "glue-run" / "metrics.json").write_text('{"task": "sst2", "student": {"accuracy": 0.5}}')
+    return str(tmp)
+
+
+LM_TEXT = ["task=lm_text", "teacher=tiny-llama", "student=tiny-llama-half"]
+LM_CASES = {
+    "lm-unknown-task": lambda t: ["train", *LM, "task.name=lm_nope"],
+    "lm-text-files-unset": lambda t: ["train", *LM_TEXT],
+    "lm-text-file-missing": lambda t: ["train", *LM_TEXT, "task.train_file=/no/such.txt", "task.eval_file=/x.txt"],
+    "lm-text-empty": lambda t: ["train", *_lm_text(t, "empty.txt", "\n\n  \n")],
+    "lm-text-column": lambda t: ["train", *_lm_text(t, "texts.jsonl", '{"body": "a text"}\n')],
+    "lm-not-causal": lambda t: ["train", "task=lm_sst2"],
+    "lm-not-causal-folder": lambda t: ["train", *LM, f"teacher.path={_three_label_teacher(t)}",
+                                       f"teacher.tokenizer={TINY_TOKENIZER}"],
+    "lm-prompt-fraction": lambda t: ["train", *LM, "task.prompt_fraction=1.5"],
+    "lm-block-size": lambda t: ["train", *LM, "task.block_size=1000"],
+    "lm-generation-length": lambda t: ["train", *LM, "task.max_new_tokens=500"],
+    "lm-keep-layers": lambda t: ["train", *LM, "student.init=from_teacher", "student.keep_layers=[0,9]"],
+    "lm-from-teacher-choice": lambda t: ["train", *LM, "student.init=from_teacher"],
+    "lm-from-teacher-glue": lambda t: ["train", "student=smollm2-135m-third"],
+    "lm-llama-on-glue": lambda t: ["train", "teacher=tiny-llama"],
+    "lm-tokenizers-differ": lambda t: ["train", *LM, f"student.tokenizer={_tokenizer_other(t)}"],
+    "lm-cache": lambda t: ["train", *LM, "cache.enabled=true"],
+    "paper-layout-not-lm": lambda t: ["table", _glue_run(t), "--layout", "paper"],
+}  # fmt: skip
+
 # id -> function(tmp) returning CLI args (or raising the error itself).
 CASES = {
     "unknown-task-group": lambda t: ["train", "task=nope"],
@@ -126,6 +164,7 @@ CASES = {
     "eval-no-run-dir": lambda t: ["eval", "task.data_dir=x"],
     "table-no-runs": lambda t: ["table", str(t)],
     "unknown-verb": lambda t: ["frobnicate"],
+    **LM_CASES,
 }
 
 
