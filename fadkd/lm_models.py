@@ -91,7 +91,7 @@ def load_causal_lm(cfg: ModelConfig, role: str, tok: PreTrainedTokenizerBase, at
                 f"{role}.path={cfg.path} is not a causal language model (architectures: {config.architectures}); "
                 "causal-LM tasks need a decoder such as Llama (AutoModelForCausalLM)"
             )
-        model_class = AutoModelForCausalLM._model_mapping.get(type(config))
+        model_class = AutoModelForCausalLM._model_mapping.get(type(config), None)
         if attn not in (None, "eager") and not getattr(model_class, "_supports_attention_backend", False):
             attn = "eager"  # no attention interface: maps come from eager attention
         return AutoModelForCausalLM.from_pretrained(

@@ -221,3 +221,16 @@ def test_tiny_tokenizer_gets_eos_and_pad():
 
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(TINY_TOKENIZER), "student")
     assert (tok.eos_token, tok.bos_token, tok.pad_token) == ("[SEP]", "[CLS]", "[PAD]")
+
+
+def test_causal_lm_from_a_folder_with_attention_maps(teacher, tok, tmp_path):
+    from fadkd import attention
+    from fadkd.lm_models import load_causal_lm
+
+    teacher.save_pretrained(tmp_path / "t")
+    loaded = load_causal_lm(ModelConfig("t", path=str(tmp_path / "t")), "teacher", tok, attention.NAME).eval()
+    assert loaded.config._attn_implementation == attention.NAME
+    batch = _batch([[2, 11, 12, 13]], tok.pad_token_id)
+    out = run_model(loaded, batch.student, Layers(frozenset({2}), frozenset({2})))
+    assert out.attentions[2].shape == (1, 4, 4, 4)  # per query head, though only 2 key/value heads
+    assert torch.allclose(out.logits, teacher(**batch.student).logits, atol=1e-5)
