@@ -15,6 +15,7 @@ import argparse
 import json
 import os
 import platform
+import shlex
 import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
@@ -57,7 +58,7 @@ def commit() -> str:
 
 
 def command(run: Path) -> str:
-    return " ".join(["fadkd train", *overrides_of(run)])
+    return " ".join(["fadkd train", *map(shlex.quote, overrides_of(run))])
 
 
 def main() -> None:

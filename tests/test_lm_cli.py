@@ -34,7 +34,7 @@ def run_dir(tmp_path_factory):
 def init_dir(tmp_path_factory):
     """A from_teacher student keeping all 4 layers, evaluated without training (train.max_steps=0)."""
     out = tmp_path_factory.mktemp("lm-init")
-    main(["train", *TINY_LM, "student=smollm2-135m-third", "student.every_k=1", "loss=student_alone",
+    main(["train", *TINY_LM, "student=smollm2-135m-third", "student.keep_layers=[0,1,2,3]", "loss=student_alone",
           "train.max_steps=0", f"hydra.run.dir={out}"])  # fmt: skip
     return out
 
