@@ -138,12 +138,14 @@ def plot_layer_pairs(run: Path, steps: list[dict], out: Path) -> Path | None:
         for i, p, e in zip(xs, pairs, ends):
             change = (e - first[kind][p]) / first[kind][p] if first[kind][p] else float("nan")
             ax.annotate(f"{change:+.1%}", (i + 0.2, e), ha="center", va="bottom", fontsize=9)
+        tallest = max([first[kind][p] for p in pairs] + [e for e in ends if e == e])
+        ax.set_ylim(0, tallest * 1.3)  # headroom: the legend and the % labels sit above the bars
         ax.set_xticks(list(xs), [p.replace("_", "↔") for p in pairs])
         ax.set_title(f"{TERM_LABELS[kind]}: green = improved, red = worse", fontsize=10)
         ax.set_xlabel("layer pair (student ↔ teacher)")
         ax.set_ylabel(f"{kind} loss (unweighted)")
         ax.grid(axis="y", alpha=0.3)
-        ax.legend(fontsize=9)
+        ax.legend(fontsize=9, loc="upper left", ncol=2)
     return _save(fig, out / "layer_pairs.png")
 
 
