@@ -22,6 +22,8 @@ VERBS = {
     "finetune": "train one model alone on a task (a teacher, or the student-alone baseline): model=<preset>",
     "eval": "re-evaluate a run's saved student on the task's dev split: run_dir=<dir>",
     "table": "results table (terminal, results.md, results.csv) over run or multirun folders",
+    "plot": "PNGs of a run (loss terms, layer pairs, dev metric) or a multirun (metric vs swept values)",
+    "report": "report.md for a run: config, objective, mapping, sizes, speed vs teacher, metrics, plots",
 }
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copyable
 
@@ -118,6 +120,23 @@ def table_main(args: list[str]) -> None:
     write_table(ns.paths, ns.out, ns.layout)
 
 
+def plot_main(args: list[str]) -> None:
+    from fadkd.plots import plot_path
+
+    parser = argparse.ArgumentParser(prog="fadkd plot", description=VERBS["plot"])
+    parser.add_argument("path", type=Path, help="a run folder or a multirun folder")
+    for png in plot_path(parser.parse_args(args).path):
+        print(png)
+
+
+def report_main(args: list[str]) -> None:
+    from fadkd.report import write_report
+
+    parser = argparse.ArgumentParser(prog="fadkd report", description=VERBS["report"])
+    parser.add_argument("run", type=Path, help="a finished run folder (with metrics.json)")
+    print(write_report(parser.parse_args(args).run))
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
@@ -137,6 +156,10 @@ def main(argv: list[str] | None = None) -> None:
             train_main("finetune")
         elif verb == "eval":
             eval_main(rest)
+        elif verb == "plot":
+            plot_main(rest)
+        elif verb == "report":
+            report_main(rest)
         else:
             table_main(rest)
     except FadkdError as err:

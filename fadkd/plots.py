@@ -238,7 +238,7 @@ def plot_sweep(root: Path, runs: list[Path]) -> Path | None:
 def plot_path(path: Path) -> list[Path]:
     """A run folder -> its plots; a multirun folder -> each run's plots and the sweep plot."""
     if not path.is_dir():
-        raise FadkdError(f"{path} is not a folder; give a run folder or a multirun folder")
+        raise FadkdError(f"{path} does not exist or is not a folder; give a run folder or a multirun folder")
     if (path / "config.yaml").is_file():
         return plot_run(path)
     runs = find_runs([path])
