@@ -36,6 +36,9 @@ TERM_LABELS = {
     "attn": "attn (maps)",
     "ce": "ce (task)",
 }
+TERM_COLORS = {"kd": "tab:blue", "cos": "tab:orange", "mse": "tab:green", "attn": "tab:red", "ce": "tab:purple"}
+# Overrides that name the idea of a run go first in titles; the ones that size it follow.
+IDEA_KEYS = ("experiment", "loss", "mapping", "teacher", "student", "task=", "cache")
 # Overrides that hold paths or only shrink a run: left out of titles, they name no idea.
 QUIET_KEYS = ("task.data_dir", "teacher.path", "student.path", "teacher.tokenizer", "student.tokenizer", "hydra.")
 
@@ -50,6 +53,7 @@ def read_jsonl(path: Path) -> list[dict]:
 def run_title(run: Path) -> str:
     """The run's key overrides (what makes it differ from the defaults), wrapped for a title."""
     keys = [o for o in overrides_of(run) if not o.lstrip("+~").startswith(QUIET_KEYS)]
+    keys.sort(key=lambda o: not o.lstrip("+~").startswith(IDEA_KEYS))  # stable: order kept within each
     text = " ".join(keys) if keys else "default config"
     return "\n".join(textwrap.wrap(text, 90))
 
@@ -95,8 +99,9 @@ def plot_loss_terms(run: Path, steps: list[dict], out: Path) -> Path:
     fig, (raw, weighted) = _figure(2, f"Loss terms — {run_title(run)}")
     for term in terms:
         ys = [row.get(term, float("nan")) for row in steps]
-        raw.plot(x, ys, marker=".", label=TERM_LABELS[term])
-        weighted.plot(x, [weights[term] * y for y in ys], marker=".", label=f"{weights[term]:g} × {term}")
+        color = TERM_COLORS[term]  # the same colour for a term in every plot
+        raw.plot(x, ys, marker=".", color=color, label=TERM_LABELS[term])
+        weighted.plot(x, [weights[term] * y for y in ys], marker=".", color=color, label=f"{weights[term]:g} × {term}")
     weighted.plot(x, [row["loss"] for row in steps], "k--", label="total L")
     _use_log_scale(raw, [[row[t] for row in steps if t in row] for t in terms])
     _use_log_scale(weighted, [[weights[t] * row[t] for row in steps if t in row] for t in terms])
@@ -193,17 +198,26 @@ def _as_number(value: str) -> float | str:
         return value
 
 
-def sweep_points(runs: list[Path]) -> tuple[list[str], list[tuple[dict[str, str], float, str]]]:
-    """Swept keys (values that differ between runs) and, per run, (overrides, main score, metric)."""
+def sweep_points(runs: list[Path]) -> tuple[list[str], list[tuple[dict[str, str], float, str, float]]]:
+    """Swept keys (values that differ between runs) and, per run, (overrides, main score,
+    metric, teacher's main score)."""
     points = []
     for run in runs:
         m = json.loads((run / "metrics.json").read_text())
         score = (m.get("student") or {}).get(m["main_metric"])
+        teacher = (m.get("teacher") or {}).get(m["main_metric"])
         overrides = dict(o.lstrip("+~").split("=", 1) for o in overrides_of(run) if "=" in o)
-        points.append((overrides, score, m["main_metric"]))
-    keys = sorted({k for o, _, _ in points for k in o})
-    swept = [k for k in keys if len({o.get(k) for o, _, _ in points}) > 1]
+        points.append((overrides, score, m["main_metric"], teacher))
+    keys = sorted({k for p in points for k in p[0]})
+    swept = [k for k in keys if len({p[0].get(k) for p in points}) > 1]
     return swept, points
+
+
+def shared_overrides(swept: list[str], points: list[tuple]) -> str:
+    """What every run of the sweep was given (the sweep's fixed setting), for the title."""
+    first = points[0][0]
+    shared = [f"{k}={v}" for k, v in first.items() if k not in swept and not k.startswith(QUIET_KEYS)]
+    return "\n".join(textwrap.wrap("all runs: " + " ".join(shared), 100)) if shared else "all runs: defaults"
 
 
 def plot_sweep(root: Path, runs: list[Path]) -> Path | None:
@@ -212,11 +226,13 @@ def plot_sweep(root: Path, runs: list[Path]) -> Path | None:
     if not swept:
         return None
     metric = points[0][2]
-    fig, axes = _figure(len(swept), f"Sweep over {', '.join(swept)} — {root.name} ({len(runs)} runs)", width=5.5)
+    title = f"Sweep over {', '.join(swept)}: {len(runs)} runs in {root.name}\n{shared_overrides(swept, points)}"
+    fig, axes = _figure(len(swept), title, width=max(6.5, 9 / len(swept)))
+    teachers = {p[3] for p in points}
     for ax, key in zip(axes, swept):
         others = [k for k in swept if k != key]
         groups: dict[str, list[tuple]] = {}
-        for overrides, score, _ in points:
+        for overrides, score, *_ in points:
             if score is not None and key in overrides:
                 label = " ".join(f"{k}={overrides.get(k, '-')}" for k in others) or "student"
                 groups.setdefault(label, []).append((_as_number(overrides[key]), score))
@@ -228,6 +244,8 @@ def plot_sweep(root: Path, runs: list[Path]) -> Path | None:
             ax.plot(xs, [s for _, s in pts], marker="o", label=label)
         if not numeric:
             ax.set_xticks(range(len(categories)), categories, rotation=20)
+        if len(teachers) == 1 and None not in teachers:  # one teacher for the whole sweep: a reference line
+            ax.axhline(next(iter(teachers)), color="k", ls="--", lw=1, label="teacher")
         ax.set_xlabel(key)
         ax.set_ylabel(f"student dev {metric}")
         ax.grid(alpha=0.3)
