@@ -92,6 +92,17 @@ def test_tensorboard_events_hold_every_term_pair_and_dev_metric(run):
     assert [e.step for e in events.Scalars("dev/accuracy")] == [r["step"] for r in read_jsonl(run / "evals.jsonl")]
 
 
+def test_tensorboard_resume_hides_the_steps_it_recomputes(tmp_path):
+    with RunLog(tmp_path, "tensorboard") as log:
+        for step in (1, 2, 3, 4):
+            log.log_step(step, {"loss": float(step)})
+    with RunLog(tmp_path, "tensorboard", resume_step=2) as log:
+        log.log_step(3, {"loss": 30.0})
+    events = EventAccumulator(str(tmp_path / "tensorboard"))
+    events.Reload()
+    assert [(e.step, e.value) for e in events.Scalars("loss/total")] == [(1, 1.0), (2, 2.0), (3, 30.0)]
+
+
 # Plots
 
 
