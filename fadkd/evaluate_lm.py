@@ -13,7 +13,7 @@
     cer        jiwer.cer over all prompts: total character edits / total reference characters
     bleu_vs_teacher, cer_vs_teacher   the same against the teacher's continuations
 - tokens_per_s: new tokens generated per second of greedy decoding (batched, KV cache, after a
-  two-token warm-up; a sequence's tokens count up to and including its eos);
+  two-token warm-up on the first batch; a sequence's tokens count up to and including its eos);
   score_tokens_per_s: tokens per second of the perplexity pass; params: the model's parameters.
 """
 
@@ -89,20 +89,26 @@ def greedy(
     )
     order = sorted(range(len(prompts)), key=lambda i: len(prompts[i]))
     results: list[list[int]] = [[] for _ in prompts]
-    if prompts:  # warm-up, so one-off first-call costs do not count in tokens/s
-        warm = GenerationConfig(max_new_tokens=2, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id)
-        first = torch.tensor([prompts[0]], device=device)
-        model.generate(input_ids=first, attention_mask=torch.ones_like(first), generation_config=warm)
-    produced, started = 0, time.perf_counter()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
+
+    def left_padded(chunk: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         width = max(len(prompts[i]) for i in chunk)
         ids = torch.full((len(chunk), width), pad_id, dtype=torch.long)
         mask = torch.zeros((len(chunk), width), dtype=torch.long)
-        for row, i in enumerate(chunk):  # left padding: every prompt ends at the last column
+        for row, i in enumerate(chunk):  # every prompt ends at the last column
             ids[row, width - len(prompts[i]) :] = torch.tensor(prompts[i])
             mask[row, width - len(prompts[i]) :] = 1
-        out = model.generate(input_ids=ids.to(device), attention_mask=mask.to(device), generation_config=config)
+        return ids.to(device), mask.to(device)
+
+    if prompts:  # warm-up on the first batch, so first-call costs do not count in tokens/s
+        warm = GenerationConfig(max_new_tokens=2, do_sample=False, eos_token_id=eos_id, pad_token_id=pad_id)
+        ids, mask = left_padded(order[:batch_size])
+        model.generate(input_ids=ids, attention_mask=mask, generation_config=warm)
+    produced, started = 0, time.perf_counter()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        ids, mask = left_padded(chunk)
+        width = ids.shape[1]
+        out = model.generate(input_ids=ids, attention_mask=mask, generation_config=config)
         for row, i in enumerate(chunk):
             new = out[row, width:].tolist()
             results[i] = new[: new.index(eos_id)] if eos_id in new else new
