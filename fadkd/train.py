@@ -38,6 +38,8 @@ from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
+from fadkd.report import print_summary
+from fadkd.results import overrides_of
 from fadkd.step import StepParts, train_step
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
@@ -272,7 +274,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
         "mapping": [[p.student, p.teacher, p.weight] for p in pairs],
     }
     (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    console.print(f"[bold green]best student dev (step {state.best_step}): {_fmt(state.best)}[/]  -> {out_dir}")
+    print_summary(metrics, out_dir, overrides_of(out_dir), console)
     return metrics
 
 
