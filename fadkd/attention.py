@@ -7,6 +7,9 @@ interface: a layer flagged by `record_layers` computes its probabilities explici
 arithmetic as eager attention) and keeps them, pre-dropout, on the module; every other layer
 calls SDPA. Models without the attention interface (e.g. MPNet) keep eager attention and give
 their maps through output_attentions. tests/test_attention.py checks "fadkd" against eager.
+Layers flagged for relations (`loss.attn=relations`, fadkd/relations.py) also keep the query,
+key and value they receive, [B, heads, L, d], keys and values repeated to the query-head count
+under grouped-query attention (as the model does before its attention product).
 """
 
 import torch
@@ -30,6 +33,9 @@ def fadkd_attention(
 ):
     """SDPA, or explicit softmax(QKᵀ·scale + mask)·V that keeps the probabilities when flagged."""
     kwargs.pop("output_attentions", None)
+    if getattr(module, "fadkd_record_qkv", False):  # relations read them (no copy: autograd keeps them anyway)
+        groups = getattr(module, "num_key_value_groups", 1)
+        module.fadkd_qkv = (query, repeat_kv(key, groups), repeat_kv(value, groups))
     if not getattr(module, "fadkd_record", False):
         return sdpa_attention_forward(
             module, query, key, value, attention_mask, scaling=scaling, dropout=dropout, **kwargs
@@ -68,11 +74,12 @@ def attention_modules(model: nn.Module) -> dict[int, nn.Module]:
     return found
 
 
-def record_layers(model: nn.Module, layers: frozenset[int]) -> None:
-    """Flag the layers whose probabilities the loss reads; the rest stay on SDPA."""
+def record_layers(model: nn.Module, layers: frozenset[int], qkv_layers: frozenset[int] = frozenset()) -> None:
+    """Flag the layers whose probabilities (or query/key/value) the loss reads; the rest stay on SDPA."""
     for index, module in attention_modules(model).items():
         module.fadkd_record = index in layers
-        module.fadkd_probs = None
+        module.fadkd_record_qkv = index in qkv_layers
+        module.fadkd_probs = module.fadkd_qkv = None
 
 
 def recorded(model: nn.Module, layers: frozenset[int]) -> dict[int, Tensor]:
@@ -83,3 +90,13 @@ def recorded(model: nn.Module, layers: frozenset[int]) -> dict[int, Tensor]:
         if i in modules:
             modules[i].fadkd_probs = None
     return maps
+
+
+def recorded_qkv(model: nn.Module, layers: frozenset[int]) -> dict[int, tuple[Tensor, Tensor, Tensor]]:
+    """The (query, key, value) the last forward kept, for `layers`, then forgotten."""
+    modules = attention_modules(model)
+    found = {i: modules[i].fadkd_qkv for i in layers if getattr(modules.get(i), "fadkd_qkv", None) is not None}
+    for i in layers:
+        if i in modules:
+            modules[i].fadkd_qkv = None
+    return found

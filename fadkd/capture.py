@@ -1,12 +1,13 @@
 """Normalise a model's forward pass into one small record that the losses read.
 
 No loss code knows a model class: everything goes through `run_model`, which keeps only
-the hidden states and attention maps of the mapped layers (index convention: see
+the hidden states and attention maps (or, for relations, the query/key/value) of the mapped
+layers (index convention: see
 fadkd/mapping.py; hidden[0] is the embedding output, hidden[i] / attentions[i] belong to
 transformer layer i, 1-based).
 """
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import torch
 from torch import Tensor
@@ -21,14 +22,22 @@ class Outputs:
     hidden: dict[int, Tensor]  # layer index -> [B, L, H]; 0 = embedding output
     attentions: dict[int, Tensor]  # layer index (1-based) -> [B, heads, L, L] probabilities
     mask: Tensor  # [B, L] attention mask, 1 = real token
+    # layer index (1-based) -> (query, key, value), each [B, query heads, L, head dim] (loss.attn=relations)
+    qkv: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
 
 
 def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers") -> Outputs:
     """Forward `model` on tokenized `inputs`, keeping only the requested layers."""
     hidden_layers, attention_layers = layers.hidden, layers.attentions
     recording = getattr(model.config, "_attn_implementation", None) == attention.NAME
+    if layers.qkv and not recording:
+        raise FadkdError(
+            f"{type(model).__name__} does not run fadkd's attention function, so its query/key/value cannot be "
+            "captured; attention relations (loss.attn=relations) need a model with transformers' attention "
+            "interface (BERT, Llama, ...): use loss.attn=maps for this model"
+        )
     if recording:  # maps from the flagged layers only; SDPA elsewhere
-        attention.record_layers(model, attention_layers)
+        attention.record_layers(model, attention_layers, layers.qkv)
     out = model(
         **inputs,
         output_hidden_states=bool(hidden_layers),
@@ -54,7 +63,11 @@ def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers
                 "loss.delta > 0; if this model supports neither, set loss.delta=0"
             )
         attentions = {i: maps[i - 1] for i in attention_layers}
-    return Outputs(logits=out.logits, hidden=hidden, attentions=attentions, mask=inputs["attention_mask"])
+    qkv = attention.recorded_qkv(model, layers.qkv) if layers.qkv else {}
+    if set(qkv) != set(layers.qkv):
+        missing = sorted(layers.qkv - set(qkv))
+        raise FadkdError(f"{type(model).__name__} recorded no query/key/value for layers {missing}")
+    return Outputs(logits=out.logits, hidden=hidden, attentions=attentions, mask=inputs["attention_mask"], qkv=qkv)
 
 
 @dataclass(frozen=True)
@@ -63,16 +76,23 @@ class Layers:
 
     hidden: frozenset[int] = frozenset()
     attentions: frozenset[int] = frozenset()
+    qkv: frozenset[int] = frozenset()  # query/key/value for attention relations
 
 
-def layers_to_capture(pairs, features: bool, attention: bool) -> tuple[Layers, Layers]:
-    """(student, teacher) layers the terms read: hidden states for cos/mse, maps for attn.
+def layers_to_capture(pairs, features: bool, attention: bool, relations: bool = False) -> tuple[Layers, Layers]:
+    """(student, teacher) layers the terms read: hidden states for cos/mse, maps (or Q/K/V) for attn.
 
-    Layer 0 (embeddings) has no attention map, so pairs touching it feed hidden terms only.
+    Layer 0 (embeddings) has no attention, so pairs touching it feed hidden terms only. With
+    `relations` the attention term reads query/key/value instead of maps.
     """
-    with_maps = [p for p in pairs if p.student > 0 and p.teacher > 0] if attention else []
+    with_attn = [p for p in pairs if p.student > 0 and p.teacher > 0] if attention else []
+    with_maps, with_qkv = ([], with_attn) if relations else (with_attn, [])
     hidden = pairs if features else []
-    return (
-        Layers(frozenset(p.student for p in hidden), frozenset(p.student for p in with_maps)),
-        Layers(frozenset(p.teacher for p in hidden), frozenset(p.teacher for p in with_maps)),
-    )
+
+    def side(role: str) -> Layers:
+        def pick(chosen):
+            return frozenset(getattr(p, role) for p in chosen)
+
+        return Layers(pick(hidden), pick(with_maps), pick(with_qkv))
+
+    return side("student"), side("teacher")

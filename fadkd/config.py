@@ -35,6 +35,7 @@ class ModelConfig:
     intermediate_size: int = 64
     max_position_embeddings: int = 512
     init_seed: int = 0
+    dropout: float = 0.1  # tiny BERT: hidden and attention dropout (0 = deterministic forwards)
     arch: str = "bert"  # tiny presets: bert (classifiers) | llama (causal LMs, fadkd/lm_models.py)
     num_kv_heads: int | None = None  # llama: key/value heads, grouped-query attention (null = num_heads)
     # A student made from the teacher's weights (causal LMs, DistilBERT-style): some of its layers.
@@ -117,8 +118,15 @@ class LossConfig:
     delta: float = 1.0  # MSE of mapped attention maps (runs both models with eager attention)
     ce: float = 1.0  # the task's own loss on hard labels
     shared_projection: bool = False  # one Linear for every pair instead of one per pair
+    # Which α and δ terms (README, "Loss terms"; fadkd/kd_terms.py, fadkd/relations.py).
+    kd: str = "forward_kl"  # forward_kl | reverse_kl | symmetric_kl | jsd | soft_ce | uld (tokenizers that differ)
+    jsd_beta: float = 0.5  # kd=jsd: mixing weight β in [0, 1] (0 = forward KL, 1 = reverse KL)
+    attn: str = "maps"  # maps (MSE of attention maps) | relations (MiniLMv2 Q/K/V relations, KL)
+    relation_heads: int | None = None  # attn=relations: relation heads (null = the teacher's attention heads)
+    relations: list[str] = field(default_factory=lambda: ["qq", "kk", "vv"])  # attn=relations: which ones
 
     def __post_init__(self) -> None:
+        _check_term_choice(self)
         weights = {k: getattr(self, k) for k in ("alpha", "beta", "gamma", "delta", "ce")}
         for key, value in weights.items():
             if value < 0:
@@ -235,6 +243,26 @@ class Config:
                     f"{role} '{model.name}' is a tiny Llama (a causal LM) but task '{self.task.name}' classifies; "
                     f"use it with task=lm_sst2 or task=lm_text, or {role}=tiny for GLUE tasks"
                 )
+
+
+KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld")  # = fadkd.kd_terms.KD_TERMS
+
+
+def _check_term_choice(cfg: "LossConfig") -> None:
+    """loss.kd, loss.jsd_beta, loss.attn, loss.relation_heads and loss.relations."""
+    if cfg.kd not in KD_TERMS:
+        raise ConfigError(f"loss.kd='{cfg.kd}' is unknown; choose one of {', '.join(KD_TERMS)}")
+    if not 0 <= cfg.jsd_beta <= 1:
+        raise ConfigError(
+            f"loss.jsd_beta={cfg.jsd_beta} must be in [0, 1] (the teacher's share of the mixture; 0.5 = symmetric JSD)"
+        )
+    if cfg.attn not in ("maps", "relations"):
+        raise ConfigError(f"loss.attn='{cfg.attn}' is unknown; choose maps or relations")
+    if cfg.relation_heads is not None and cfg.relation_heads <= 0:
+        raise ConfigError(f"loss.relation_heads={cfg.relation_heads} must be a positive integer (or null)")
+    chosen = list(cfg.relations)
+    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= {"qq", "kk", "vv"}:
+        raise ConfigError(f"loss.relations={chosen} must list some of qq, kk, vv, each once, e.g. [qq,kk,vv]")
 
 
 def _positive(key: str, value: int) -> None:

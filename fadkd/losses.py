@@ -3,6 +3,9 @@
 L = α·τ²·KL(p_t ‖ p_s) + ce·task
     + Σ_l λ_l [β·(1 − cos(F_T, P F_S)) + γ·‖F_T − P F_S‖² + δ·‖A_T − A_S‖²]
 
+The α term may be another divergence (loss.kd, fadkd/kd_terms.py) and the δ term MiniLMv2
+relations instead of maps (loss.attn=relations, fadkd/relations.py); TermChoice says which.
+
 All terms are computed in float32 (inputs are upcast) so bf16/fp16 models do not lose
 precision in reductions. Masks use 1/True for real tokens. Masked positions never affect
 a value or a gradient: their inputs are replaced by constants before any arithmetic, so
@@ -20,7 +23,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from fadkd.errors import FadkdError
+from fadkd.kd_terms import TermChoice, kd_label
+from fadkd.kd_terms import forward_kl as kd_kl  # noqa: F401  (Hinton KD, the default α term; re-exported)
 from fadkd.mapping import LayerPair, pair_key
+from fadkd.relations import check_relation_heads, relation_loss
 
 if TYPE_CHECKING:
     from fadkd.capture import Outputs
@@ -42,38 +48,6 @@ def _same_shape(student: Tensor, teacher: Tensor, what: str) -> None:
     if student.shape != teacher.shape:
         shapes = f"{tuple(student.shape)} vs {tuple(teacher.shape)}"
         raise ValueError(f"{what}: student and teacher shapes differ ({shapes})")
-
-
-def kd_kl(
-    student_logits: Tensor,
-    teacher_logits: Tensor,
-    temperature: float,
-    mask: Tensor | None = None,
-) -> Tensor:
-    """Hinton KD: τ² · mean over counted positions of KL(softmax(t/τ) ‖ softmax(s/τ)).
-
-    logits: [..., C] (e.g. [B, C] for classification, [B, L, V] for causal LMs); both must
-    share C. mask: [...] bool/0-1 over the leading positions (token mask for LMs), None =
-    every position counts. The τ² factor keeps gradient magnitudes comparable across τ.
-    """
-    if temperature <= 0:
-        raise ValueError(f"temperature must be > 0, got {temperature}")
-    # Logit KD needs one label set / vocabulary shared by student and teacher.
-    _same_shape(student_logits, teacher_logits, "kd logits")
-    s = student_logits.float() / temperature
-    t = teacher_logits.float() / temperature
-    real = None
-    if mask is not None:
-        real = _real(mask, s.shape[:-1])
-        s = torch.where(real[..., None], s, 0.0)
-        t = torch.where(real[..., None], t, 0.0)
-    log_s = F.log_softmax(s, dim=-1)
-    log_t = F.log_softmax(t, dim=-1)
-    p_t = log_t.exp()
-    # 0·log 0 := 0, so teachers emitting -inf logits (masked vocab entries) give no NaN.
-    kl = torch.where(p_t > 0, p_t * (log_t - log_s), 0.0).sum(-1)
-    mean = kl.mean() if real is None else _masked_mean(kl, real)
-    return mean * temperature**2
 
 
 def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
@@ -214,9 +188,11 @@ class DistillLoss(nn.Module):
         teacher_widths: dict[int, int],
         is_regression: bool,
         shared_projection: bool = False,
+        choice: TermChoice | None = None,
     ) -> None:
         super().__init__()
         w = self.weights = weights
+        c = self.choice = choice or TermChoice()  # which α / δ terms (fadkd/kd_terms.py)
         self.all_pairs = list(pairs)
         self.pairs = [p for p in pairs if p.weight > 0]
         self.is_regression = is_regression
@@ -231,6 +207,10 @@ class DistillLoss(nn.Module):
                 "loss.delta > 0 but every layer pair uses layer 0 (embeddings), which has no attention map; "
                 "map at least one transformer layer (1..L) or set loss.delta to 0"
             )
+        if w.delta > 0 and c.attn == "relations":  # attention width = hidden width for the models fadkd loads
+            widths = {f"student layer {p.student}": student_widths.get(p.student, 0) for p in self.attn_pairs}
+            widths |= {f"teacher layer {p.teacher}": teacher_widths.get(p.teacher, 0) for p in self.attn_pairs}
+            check_relation_heads(c.relation_heads, {k: v for k, v in widths.items() if v})
         self.projections = nn.ModuleDict()
         if w.beta == 0 and w.gamma == 0:
             return
@@ -278,12 +258,10 @@ class DistillLoss(nn.Module):
 
         causal = student.logits.dim() == 3
         if w.alpha > 0:
-            s_logits, t_logits = student.logits, teacher.logits.detach()
             if self.is_regression:
-                kd = F.mse_loss(s_logits.float().squeeze(-1), t_logits.float().squeeze(-1))
+                kd = F.mse_loss(student.logits.float().squeeze(-1), teacher.logits.detach().float().squeeze(-1))
             else:
-                mask = student.mask if causal else None
-                kd = kd_kl(s_logits, t_logits, w.temperature, mask)
+                kd = self.choice.output_term(student, teacher, w.temperature)
             add("kd", w.alpha, kd)
         if w.layerwise:
             same = student.mask.shape == teacher.mask.shape and torch.equal(student.mask != 0, teacher.mask != 0)
@@ -307,10 +285,16 @@ class DistillLoss(nn.Module):
                     value = fn(fs, ft, real)
                     terms[f"{name}/{pair_key(p)}"] = value.detach()
                     sums[name] = sums.get(name, 0.0) + p.weight * value
+            relations = self.choice.attn == "relations"
             for p in self.attn_pairs if w.delta > 0 else []:
-                a_s = _layer(student.attentions, p.student, "student", "attention")
-                a_t = _layer(teacher.attentions, p.teacher, "teacher", "attention")
-                value = attention_loss(a_s, a_t.detach(), real)
+                if relations:  # MiniLMv2 relations from each side's query / key / value (fadkd/relations.py)
+                    q_s = _layer(student.qkv, p.student, "student", "query/key/value")
+                    q_t = tuple(x.detach() for x in _layer(teacher.qkv, p.teacher, "teacher", "query/key/value"))
+                    value = relation_loss(q_s, q_t, real, self.choice.relation_heads, self.choice.relations)
+                else:
+                    a_s = _layer(student.attentions, p.student, "student", "attention")
+                    a_t = _layer(teacher.attentions, p.teacher, "teacher", "attention")
+                    value = attention_loss(a_s, a_t.detach(), real)
                 terms[f"attn/{pair_key(p)}"] = value.detach()
                 sums["attn"] = sums.get("attn", 0.0) + p.weight * value
             for name, weight in (("cos", w.beta), ("mse", w.gamma), ("attn", w.delta)):
@@ -329,8 +313,9 @@ class DistillLoss(nn.Module):
 
     def __str__(self) -> str:
         w = self.weights
-        kd = "MSE(logits)" if self.is_regression else f"KL(τ={w.temperature})"
-        named = ((kd, w.alpha), ("cos", w.beta), ("mse", w.gamma), ("attn", w.delta))
+        c = self.choice
+        kd = "MSE(logits)" if self.is_regression else kd_label(c.kd, w.temperature, c.jsd_beta)
+        named = ((kd, w.alpha), ("cos", w.beta), ("mse", w.gamma), (c.attn_label(), w.delta))
         parts = [f"{v}*{name}" for name, v in (*named, ("ce", w.ce)) if v > 0]
         text = "L = " + " + ".join(parts)
         # λ only matters when a layer term is active.
