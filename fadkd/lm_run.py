@@ -55,6 +55,7 @@ class LmSetup:
     collator: LmCollator
     evaluator: LmEvaluator
     teacher_metrics: dict | None
+    kd_vocab: int | None = None  # padded vocabularies: the kd term reads the first kd_vocab logits
 
     @property
     def teacher_shape(self) -> dict[str, int] | None:
@@ -66,7 +67,8 @@ class LmSetup:
         if self.teacher_model is None:
             return None
         features, maps = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0
-        return LmTeacher(self.teacher_model, layers_to_capture(pairs, features, maps)[1], self.teacher_metrics)
+        layers = layers_to_capture(pairs, features, maps, cfg.loss.attn == "relations")[1]
+        return LmTeacher(self.teacher_model, layers, self.teacher_metrics)
 
     def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
         return self.evaluator.evaluate(model)
@@ -121,19 +123,8 @@ def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir
         student = load_causal_lm(cfg.student, "student", student_tok, attn)
     student = student.to(device).train()
     check_lm_lengths(student, cfg.task, "student")
-    if use_teacher:
-        if not same_vocabulary(student_tok, teacher_tok):
-            raise ModelError(
-                "on causal-LM tasks teacher and student must share one tokenizer (logit KD compares "
-                "distributions over one vocabulary; the feature terms compare positions); give the student "
-                "the teacher's tokenizer (student.tokenizer=...), or train without the teacher: loss=student_alone"
-            )
-        s_vocab, t_vocab = student.config.vocab_size, teacher.config.vocab_size
-        if s_vocab != t_vocab:
-            raise ModelError(
-                f"the student's output layer has {s_vocab} entries but the teacher's has {t_vocab}; logit KD needs "
-                "the same vocabulary size (set loss.alpha=0, or use a student with the teacher's vocabulary)"
-            )
+    kd_vocab = check_vocabularies(cfg, student_tok, teacher_tok, student, teacher) if use_teacher else None
+    retokenize = None if not use_teacher or same_vocabulary(student_tok, teacher_tok) else (student_tok, teacher_tok)
 
     texts = load_texts(task, "train", cfg.task, _data_dir(cfg.task.data_dir))
     train_rows = pack_blocks(encode(student_tok, texts), student_tok.eos_token_id, cfg.task.block_size)
@@ -159,10 +150,51 @@ def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir
         student=student,
         teacher_tok=teacher_tok,
         teacher_model=teacher,
-        collator=LmCollator(student_tok.pad_token_id, with_teacher=teacher is not None),
+        collator=LmCollator(student_tok.pad_token_id, with_teacher=teacher is not None, retokenize=retokenize),
         evaluator=evaluator,
         teacher_metrics=teacher_metrics,
+        kd_vocab=kd_vocab,
     )
+
+
+def _tokenizer_name(tok: PreTrainedTokenizerBase) -> str:
+    return f"'{tok.name_or_path or '?'}' ({type(tok).__name__}, {len(tok)} tokens)"
+
+
+def check_vocabularies(cfg: Config, student_tok, teacher_tok, student, teacher) -> int | None:
+    """Refuse token-level terms across tokenizers; for padded vocabularies, the kd term's vocabulary size.
+
+    Different tokenizers: only the sequence-level ULD term (loss.kd=uld, no feature terms) can
+    compare the models. One tokenizer, output layers of different sizes (vocabularies padded to
+    other multiples): the kd term reads the first len(tokenizer) logits of each side, the real
+    vocabulary both share (None when the sizes agree: every logit is compared, as before).
+    """
+    kd_on = cfg.loss.alpha > 0
+    if not same_vocabulary(student_tok, teacher_tok):
+        if cfg.loss.needs_features or (kd_on and cfg.loss.kd != "uld"):
+            raise ModelError(
+                f"the teacher's tokenizer {_tokenizer_name(teacher_tok)} and the student's "
+                f"{_tokenizer_name(student_tok)} differ; token-level terms need one vocabulary and the same positions, "
+                "so on causal-LM tasks teacher and student must share one tokenizer. Opt into the sequence-level "
+                "alternative with loss.kd=uld loss.beta=0 loss.gamma=0 loss.delta=0 (Universal Logit Distillation; "
+                "README, Loss terms), give the student the teacher's tokenizer (student.tokenizer=...), or train "
+                "without the teacher: loss=student_alone"
+            )
+        return None
+    s_vocab, t_vocab, real = student.config.vocab_size, teacher.config.vocab_size, len(student_tok)
+    if s_vocab == t_vocab or not kd_on:
+        return None
+    if real > min(s_vocab, t_vocab):
+        raise ModelError(
+            f"the student's output layer has {s_vocab} entries and the teacher's {t_vocab}, fewer than the "
+            f"{real} tokens of their tokenizer; logit KD needs every real token on both sides (set loss.alpha=0, "
+            "or use models built for this tokenizer)"
+        )
+    console.print(
+        f"padded vocabularies: the student's output layer has {s_vocab} entries and the teacher's {t_vocab}, over "
+        f"one tokenizer of {real} tokens; the kd term compares the first {real} logits (the shared real vocabulary)"
+    )
+    return real
 
 
 def eval_lm_run(run_dir: Path, cfg, device) -> dict[str, float]:

@@ -6,9 +6,10 @@ import json
 import torch
 
 from fadkd import attention
-from fadkd.cache import build_cache, open_cache, teacher_fingerprint
+from fadkd.cache import CacheError, build_cache, open_cache, teacher_fingerprint
 from fadkd.capture import Layers, layers_to_capture, run_model
 from fadkd.config import Config
+from fadkd.data import AlignmentError
 from fadkd.models import check_max_length, count_parameters, load_classifier
 
 
@@ -34,6 +35,31 @@ def cache_components(cfg: Config, collator, train_rows, dev_rows, layers: Layers
     }
 
 
+ALIGNMENT_ROWS = 512  # rows checked before training; later batches are still checked as they come
+
+
+def tokenizer_name(tok) -> str:
+    """How messages name a tokenizer: its folder / Hub id, class and size."""
+    return f"'{tok.name_or_path or '?'}' ({type(tok).__name__}, {len(tok)} tokens)"
+
+
+def check_alignment(collator, rows: list[dict], limit: int = ALIGNMENT_ROWS) -> None:
+    """Tokenizers that differ: refuse position-wise terms before training if the first rows do not align.
+
+    The collator checks every batch anyway (a rare word may still split differently later); this
+    catches tokenizers that simply split text another way before the teacher is evaluated or cached.
+    """
+    try:
+        for start in range(0, min(len(rows), limit), 64):
+            collator(rows[start : min(start + 64, limit)])
+    except AlignmentError as err:
+        raise AlignmentError(
+            f"student tokenizer {tokenizer_name(collator.student_tok)} and teacher tokenizer "
+            f"{tokenizer_name(collator.teacher_tok)} differ, and position-wise terms (loss.beta, loss.gamma, "
+            f"loss.delta) compare tokens one to one; {err}"
+        ) from None
+
+
 class Teacher:
     """`outputs(batch)` gives the teacher's Outputs for a training batch, from the model or the cache."""
 
@@ -41,7 +67,16 @@ class Teacher:
         self.model = self.cache = None
         self.device = device
         features, maps = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0
-        self.layers = layers_to_capture(pairs, features, maps)[1]
+        relations = cfg.loss.attn == "relations"
+        self.layers = layers_to_capture(pairs, features, maps, relations)[1]
+        if collator.table is not None:  # tokenizers that differ: refuse before any teacher work, not at step 1
+            check_alignment(collator, train_rows)
+        if cfg.cache.enabled and maps and relations:
+            raise CacheError(
+                "cache.enabled=true with loss.attn=relations: the teacher cache stores hidden states and attention "
+                "maps, not the query/key/value that relations compare; set cache.enabled=false (the live teacher) "
+                "or loss.attn=maps"
+            )
         if cfg.cache.enabled:
             # Store every mapped layer's states and maps, so runs that differ only in loss
             # weights share one cache.

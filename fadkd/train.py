@@ -32,6 +32,7 @@ from fadkd.data import Collator, EpochSampler, make_loader
 from fadkd.errors import FadkdError
 from fadkd.evaluate import evaluate
 from fadkd.guards import Interrupts, NonFiniteError, fault_injection
+from fadkd.kd_terms import TermChoice
 from fadkd.lm_run import prepare_lm
 from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
@@ -130,8 +131,10 @@ def train(cfg: Config, out_dir: Path) -> dict:
         teacher_widths={p.teacher: teacher_shape["width"] for p in pairs},
         is_regression=task.is_regression,
         shared_projection=cfg.loss.shared_projection,
+        choice=TermChoice.from_config(cfg.loss, (teacher_shape or {}).get("heads"), lm.kd_vocab if lm else None),
     ).to(device)
-    s_layers = layers_to_capture(pairs, cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0)[0]
+    features, relations = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.attn == "relations"
+    s_layers = layers_to_capture(pairs, features, cfg.loss.delta > 0, relations)[0]
     console.print(f"[bold]{loss_fn}")
     if pairs:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(pairs))

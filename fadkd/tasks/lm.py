@@ -176,21 +176,56 @@ def generation_prompts(
 class LmCollator:
     """Blocks -> Batch: right padding with pad_id, attention mask 0 and label -100 on padding.
 
-    Teacher and student share one tokenizer on causal-LM tasks (logit KD is over a shared
-    vocabulary), so the teacher gets the very same tensors.
+    Teacher and student usually share one tokenizer (token-level terms need it), so the teacher
+    gets the very same tensors. With `retokenize=(student_tok, teacher_tok)` (loss.kd=uld, tokenizers
+    that differ) the teacher gets the same text in its own tokens instead: see `retokenize`.
     """
 
-    def __init__(self, pad_id: int, with_teacher: bool):
-        self.pad_id, self.with_teacher = pad_id, with_teacher
+    def __init__(self, pad_id: int, with_teacher: bool, retokenize: tuple | None = None):
+        self.pad_id, self.with_teacher, self.retokenize = pad_id, with_teacher, retokenize
 
     def __call__(self, rows: list[dict]) -> Batch:
-        length = max(len(r["input_ids"]) for r in rows)
-        ids = torch.full((len(rows), length), self.pad_id, dtype=torch.long)
-        mask = torch.zeros((len(rows), length), dtype=torch.long)
-        for i, row in enumerate(rows):
-            n = len(row["input_ids"])
-            ids[i, :n] = torch.tensor(row["input_ids"])
-            mask[i, :n] = 1
-        inputs = {"input_ids": ids, "attention_mask": mask}
-        labels = ids.masked_fill(mask == 0, -100)
-        return Batch(student=inputs, teacher=inputs if self.with_teacher else None, labels=labels)
+        inputs = pad_blocks([r["input_ids"] for r in rows], self.pad_id)
+        labels = inputs["input_ids"].masked_fill(inputs["attention_mask"] == 0, -100)
+        teacher = inputs if self.with_teacher else None
+        if self.with_teacher and self.retokenize is not None:
+            student_tok, teacher_tok = self.retokenize
+            ids = [retokenize(r["input_ids"], student_tok, teacher_tok) for r in rows]
+            teacher = pad_blocks(ids, teacher_tok.pad_token_id)
+        return Batch(student=inputs, teacher=teacher, labels=labels)
+
+
+def pad_blocks(blocks: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
+    """input_ids and attention_mask [B, longest], right-padded with pad_id (mask 0)."""
+    length = max(len(b) for b in blocks)
+    ids = torch.full((len(blocks), length), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(blocks), length), dtype=torch.long)
+    for i, block in enumerate(blocks):
+        ids[i, : len(block)] = torch.tensor(block, dtype=torch.long)
+        mask[i, : len(block)] = 1
+    return {"input_ids": ids, "attention_mask": mask}
+
+
+def retokenize(ids: list[int], student_tok: PreTrainedTokenizerBase, teacher_tok: PreTrainedTokenizerBase) -> list[int]:
+    """A student block in the teacher's tokens: the same texts, each eos replaced by the teacher's.
+
+    The block is split at the student's eos; each piece is decoded to text and encoded by the
+    teacher without special tokens. The result is cut to the block's length: sequence-level ULD
+    pairs positions by truncation to the shorter side, so later teacher tokens would never count.
+    """
+    out, piece = [], []
+
+    def flush() -> None:
+        if piece:
+            text = student_tok.decode(piece, skip_special_tokens=True)
+            out.extend(teacher_tok(text, add_special_tokens=False)["input_ids"])
+            piece.clear()
+
+    for token in ids:
+        if token == student_tok.eos_token_id:
+            flush()
+            out.append(teacher_tok.eos_token_id)
+        else:
+            piece.append(token)
+    flush()
+    return out[: len(ids)] or [teacher_tok.eos_token_id]
