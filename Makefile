@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun
+.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun quality
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -68,3 +68,15 @@ bench: $(STAMP) bench-peers  ## speed benchmark vs FLOOR, TextBrewer, torchdisti
 
 bench-multirun: $(STAMP)  ## a 4-run sweep on 2,000 MRPC rows with and without the teacher cache -> bench/results/multirun_cache.jsonl
 	$(BIN)/python bench/multirun_cache.py
+
+# The quality suite (issue 4): TASKS, SEEDS, EPOCHS, FULL (the full row's experiment config), ROWS (extra
+# rows as name=experiment), GLUE (the GLUE folder). Runs in outputs/quality/<task>/; reruns reuse them.
+TASKS ?= mrpc rte
+SEEDS ?= 42 43 44
+EPOCHS ?= 3
+FULL ?= ablation_full
+ROWS ?=
+GLUE ?= ../shared/data/glue
+quality: $(STAMP)  ## GLUE ablation (teacher, student alone, KD only, features only, full) x SEEDS on TASKS (needs `make models`) -> bench/results/quality_<tasks>.md, quality.jsonl
+	$(BIN)/python scripts/glue_suite.py --tasks $(TASKS) --seeds $(SEEDS) --epochs $(EPOCHS) --full $(FULL) \
+		--data-dir $(GLUE) $(if $(strip $(ROWS)),--rows $(ROWS))

@@ -1,0 +1,366 @@
+"""The quality suite (`make quality`): the paper's ablation on GLUE tasks, several seeds, one table.
+
+    .venv/bin/python scripts/glue_suite.py --tasks mrpc rte --seeds 42 43 44 [--epochs 3]
+        [--full ablation_full] [--rows full_relations=ablation_full_relations ...]
+
+For each task it fine-tunes the teacher once (`fadkd finetune`, reused when its metrics.json
+exists), then, for each seed, trains the rows student_alone, kd_only, features_only, full and the
+extra `--rows NAME=EXPERIMENT` (`fadkd train experiment=...`), with the same seed, epochs, batch and
+max length. Every run is an ordinary fadkd run folder, <out>/<task>/teacher and
+<out>/<task>/<row>/seed<k>:
+- a folder with metrics.json is reused as it is (a rerun of the suite only writes the table);
+- a folder without it (the suite was stopped) is resumed from its newest checkpoint
+  (train.resume=true; train.overwrite=true when it has none), unless a live process is running
+  that folder: then the suite stops;
+- the KD rows of a task share one teacher cache folder, cache.dir=<out>/<task>/teacher_cache. The
+  cache key (fadkd/teacher.py) holds no loss weight and no seed, so every seed of a row reads one
+  cache; features_only and full (same mapping) share one entry that stores every mapped layer.
+  kd_only gets its own small, logits-only entry: without feature terms the teacher reads its own
+  tokenization of the text (`teacher_input` native), with them the student's ids translated
+  position by position, so its logits are not the same numbers.
+
+Results: one JSON line per (task, row, seed) appended to --jsonl, in issue 4's schema
+{"task", "row", "metrics", "epochs", "seed", "command", "commit", "machine"}. `metrics` is the
+saved (best-by-main-metric) student's dev metrics, as metrics.json records them; `command` is the
+fadkd command line that made the run, rebuilt from the overrides Hydra recorded (a resumed run's
+train.resume / train.overwrite left out: the command reproduces it); `commit` and `machine` are those
+of the suite that launched the run (kept in <run>/suite.json; a run found without one, e.g. a teacher
+fine-tuned by hand, gets the current ones). A line already in the file with the same task, row,
+seed, metrics, command and commit is not appended again, so reruns add nothing.
+The markdown table (--md, default bench/results/quality_<tasks>.md) shows each row's dev metrics
+as mean ± sample std over seeds (x100), the number of seeds, parameters, and the dev-set inference
+time of the row's model (fadkd/report.py's measurement: forward passes over the run's eval
+batches, best of several passes, tokenization excluded; measured once per row and machine and
+kept in the first seed's suite.json).
+"""
+
+import argparse
+import json
+import os
+import platform
+import shlex
+import statistics
+import subprocess
+import sys
+from datetime import datetime, timezone
+from pathlib import Path
+
+from omegaconf import OmegaConf
+from rich.console import Console
+from rich.table import Table
+
+ROOT = Path(__file__).resolve().parents[1]
+BASE_ROWS = {
+    "student_alone": "ablation_student_alone",
+    "kd_only": "ablation_kd_only",
+    "features_only": "ablation_features_only",
+}
+LABELS = {"teacher": "teacher", "student_alone": "student alone", "kd_only": "KD only"}
+LABELS.update({"features_only": "features only", "full": "full"})
+SKIPPED_OVERRIDES = ("train.resume=", "train.overwrite=", "hydra.mode=")
+console = Console(soft_wrap=True)  # commands stay copyable
+CONF_DIR = Path(os.environ.get("FADKD_CONF_DIR", ROOT / "conf"))
+
+
+def git(*args: str) -> str:
+    return subprocess.run(["git", *args], cwd=ROOT, capture_output=True, text=True, check=False).stdout.strip()
+
+
+def commit() -> str:
+    """Short HEAD, with -dirty when tracked files differ from it."""
+    head = git("rev-parse", "--short", "HEAD") or "unknown"
+    return head + ("-dirty" if git("status", "--porcelain", "--untracked-files=no") else "")
+
+
+def machine() -> str:
+    import torch
+    import transformers
+
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    return (
+        f"{platform.machine()}, {cores} cores, Python {platform.python_version()}, torch {torch.__version__}, "
+        f"transformers {transformers.__version__}"
+    )
+
+
+def parse_rows(full: str, extra: list[str]) -> dict[str, str]:
+    """Row name -> experiment config: the three fixed rows, full, then the extras in order."""
+    rows = {**BASE_ROWS, "full": full}
+    for item in extra:
+        name, sep, experiment = item.partition("=")
+        if not sep or not name or not experiment or name == "teacher" or name in rows:
+            raise SystemExit(f"--rows {item!r}: write NAME=EXPERIMENT with a new row name, e.g. full_rel=ablation_full")
+        rows[name] = experiment
+    missing = [e for e in rows.values() if not (CONF_DIR / "experiment" / f"{e}.yaml").is_file()]
+    if missing:
+        raise SystemExit(f"no experiment config {', '.join(missing)} in {CONF_DIR / 'experiment'}")
+    return rows
+
+
+def teacher_args(ns, task: str) -> list[str]:
+    return [
+        f"model={ns.teacher}", f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}",
+        f"train.lr={ns.teacher_lr}", "train.group_by_length=true", f"train.epochs={ns.epochs}", *ns.extra,
+        f"hydra.run.dir={ns.out / task / 'teacher'}",
+    ]  # fmt: skip
+
+
+def row_args(ns, task: str, row: str, experiment: str, seed: int) -> list[str]:
+    args = [f"experiment={experiment}", f"student={ns.student}"]
+    if row != "student_alone":  # no teacher in that row: leave it out of the command
+        teacher_dir = ns.out / task / "teacher" / "student"
+        args += [f"teacher={ns.teacher}", f"teacher.path={teacher_dir}"]
+        args += ["cache.enabled=true", f"cache.dir={ns.out / task / 'teacher_cache'}"]
+    args += [f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}", "train.group_by_length=true"]
+    args += [f"train.epochs={ns.epochs}", f"train.seed={seed}", *ns.extra]
+    return [*args, f"hydra.run.dir={ns.out / task / row / f'seed{seed}'}"]
+
+
+def recorded_command(run: Path) -> str:
+    """`fadkd <verb> <overrides>` from what Hydra recorded for the run (model=X for finetune)."""
+    overrides = [str(o) for o in OmegaConf.load(run / ".hydra" / "overrides.yaml")]
+    hydra_cfg = OmegaConf.load(run / ".hydra" / "hydra.yaml")
+    overrides += [str(o) for o in hydra_cfg.hydra.overrides.hydra]
+    verb = "finetune" if any(o.startswith("teacher@student=") for o in overrides) else "train"
+    overrides = [o.replace("teacher@student=", "model=", 1) for o in overrides if not o.startswith(SKIPPED_OVERRIDES)]
+    return " ".join(["fadkd", verb, *map(shlex.quote, overrides)])
+
+
+def live_process_on(run: Path) -> int | None:
+    """The pid of a running process whose command line names this run folder (Linux /proc)."""
+    targets = {str(run), str(run.resolve())}
+    for proc in Path("/proc").glob("[0-9]*"):
+        try:
+            args = (proc / "cmdline").read_bytes().decode(errors="replace").split("\0")
+        except OSError:
+            continue
+        if any(a.startswith("hydra.run.dir=") and a.split("=", 1)[1].rstrip("/") in targets for a in args):
+            return int(proc.name)
+    return None
+
+
+def ensure_run(ns, verb: str, args: list[str], run: Path) -> None:
+    """Reuse a finished run, resume a stopped one, or start it; record commit and machine."""
+    if (run / "metrics.json").is_file():
+        console.print(f"[dim]reuse {run}[/]")
+        recorded = set(recorded_command(run).split()[2:])
+        differ = sorted(recorded.symmetric_difference(shlex.quote(a) for a in args))
+        if differ:
+            console.print(f"[yellow]  {run} was made with other overrides than the suite's now: {' '.join(differ)}")
+        return
+    extra = []
+    if run.exists() and any(run.iterdir()):
+        pid = live_process_on(run)
+        if pid is not None:
+            raise SystemExit(f"{run} has no metrics.json and process {pid} is running it: wait for it to finish")
+        has_checkpoint = any((run / "checkpoints").glob("step-*")) if (run / "checkpoints").is_dir() else False
+        extra = ["train.resume=true"] if has_checkpoint else ["train.overwrite=true"]
+    command = [ns.fadkd, verb, *args, *extra]
+    console.print(f"[bold]$ {shlex.join(['fadkd', *command[1:]])}")
+    if ns.dry_run:
+        return
+    record = {"commit": commit(), "machine": machine(), "started": now()}
+    proc = subprocess.run(command, check=False)
+    if proc.returncode != 0:
+        raise SystemExit(f"fadkd exited with {proc.returncode} for {run}; rerun the suite to resume it")
+    write_record(run, {**record, "finished": now()})
+
+
+def now() -> str:
+    return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
+
+
+def read_record(run: Path) -> dict:
+    path = run / "suite.json"
+    return json.loads(path.read_text()) if path.is_file() else {}
+
+
+def write_record(run: Path, record: dict) -> None:
+    (run / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
+
+
+def run_line(task: str, row: str, run: Path) -> dict:
+    """The run's line in the issue's schema."""
+    record = read_record(run)
+    if "commit" not in record:  # not launched by the suite: what we know now
+        record.update(commit=commit(), machine=machine(), recorded=now())
+        write_record(run, record)
+    metrics = json.loads((run / "metrics.json").read_text())
+    cfg = OmegaConf.load(run / "config.yaml")
+    return {
+        "task": task,
+        "row": row,
+        "metrics": metrics["student"],
+        "epochs": int(cfg.train.epochs),
+        "seed": int(cfg.train.seed),
+        "command": recorded_command(run),
+        "commit": record["commit"],
+        "machine": record["machine"],
+    }
+
+
+def append_lines(path: Path, lines: list[dict]) -> int:
+    """Append the lines not already in the file (same content, any order of keys); returns how many."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    seen = set()
+    if path.is_file():
+        seen = {json.dumps(json.loads(x), sort_keys=True) for x in path.read_text().splitlines() if x.strip()}
+    new = [line for line in lines if json.dumps(line, sort_keys=True) not in seen]
+    with path.open("a") as f:
+        for line in new:
+            f.write(json.dumps(line) + "\n")
+    return len(new)
+
+
+def dev_seconds(run: Path, here: str) -> float | None:
+    """Seconds to run the dev set through the run's saved model (measured once per machine)."""
+    record = read_record(run)
+    if record.get("dev_seconds") is not None and record.get("dev_seconds_machine") == here:
+        return record["dev_seconds"]
+    if not (run / "student" / "config.json").is_file():
+        return None
+    from transformers import AutoModelForSequenceClassification, AutoTokenizer
+
+    from fadkd.report import dev_batches, measure_speed
+    from fadkd.train import resolve_device
+
+    cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    model = AutoModelForSequenceClassification.from_pretrained(run / "student")
+    batches = dev_batches(cfg, AutoTokenizer.from_pretrained(run / "student"))
+    speed = measure_speed(model, batches, resolve_device(cfg["train"]["device"]))
+    seconds = sum(len(b["input_ids"]) for b in batches) / speed["examples_per_s"]
+    write_record(run, {**record, "dev_seconds": seconds, "dev_seconds_machine": here})
+    return seconds
+
+
+def cell(values: list[float]) -> str:
+    if not values:
+        return "–"
+    mean = 100 * statistics.fmean(values)
+    return f"{mean:.2f}" if len(values) < 2 else f"{mean:.2f} ± {100 * statistics.stdev(values):.2f}"
+
+
+def build_table(ns, rows: list[str], lines: list[dict], speeds: dict, params: dict) -> tuple[list[str], list[list]]:
+    """(header, cells) of the ablation table: one line per row, every task's metrics across."""
+    names = {t: next((list(x["metrics"]) for x in lines if x["task"] == t), []) for t in ns.tasks}
+    header = ["row", *[f"{t.upper()} {m}" for t in ns.tasks for m in names[t]], "n seeds", "params (M)"]
+    header += [f"{t.upper()} dev s" for t in ns.tasks]
+    cells = []
+    for row in rows:
+        mine = [x for x in lines if x["row"] == row]
+        line = [LABELS.get(row, row)]
+        line += [cell([x["metrics"][m] for x in mine if x["task"] == t]) for t in ns.tasks for m in names[t]]
+        counts = [sum(x["task"] == t for x in mine) for t in ns.tasks]
+        line.append(str(counts[0]) if len(set(counts)) == 1 else " / ".join(map(str, counts)))
+        p = params.get(row)
+        line.append("–" if p is None else f"{p / 1e6:.1f}")
+        line += ["–" if speeds.get((t, row)) is None else f"{speeds[(t, row)]:.2f}" for t in ns.tasks]
+        cells.append(line)
+    return header, cells
+
+
+def write_markdown(ns, invocation: str, rows: list[str], lines: list[dict], header, cells, here: str) -> None:
+    first = {(x["task"], x["row"]): x for x in reversed(lines)}  # the first seed's line of each row
+    out = [
+        f"# Quality suite: {', '.join(t.upper() for t in ns.tasks)}",
+        "",
+        f"- command: `{invocation}`",
+        f"- commit: `{commit()}` (each run's own commit: bench/results/quality.jsonl)",
+        f"- machine: {here}",
+        f"- date: {now()}",
+        f"- teacher `{ns.teacher}` fine-tuned once per task; student `{ns.student}`; seeds "
+        f"{', '.join(map(str, ns.seeds))}; {ns.epochs} epoch(s); train={ns.train}",
+        "",
+        "Dev metrics ×100 of the saved student (the best of the evaluations at each epoch's end, by the "
+        "task's main metric), mean ± sample standard deviation over the seeds (the teacher: one run). "
+        "Dev s: seconds to run the whole dev set through the row's model (batch train.eval_batch_size, "
+        "forward passes only, best of several passes, on this machine; measure on an otherwise idle machine).",
+        "",
+        "| " + " | ".join(header) + " |",
+        "|" + "---|" * len(header),
+        *["| " + " | ".join(line) + " |" for line in cells],
+        "",
+        "## Commands (first seed of each row)",
+        "",
+        *[f"- {t} {r}: `{first[(t, r)]['command']}`" for t in ns.tasks for r in rows if (t, r) in first],
+        "",
+        "## Every run",
+        "",
+        "| task | row | seed | " + " | ".join(["metrics ×100"]) + " | commit |",
+        "|---|---|---|---|---|",
+        *[
+            f"| {x['task']} | {x['row']} | {x['seed']} | "
+            + ", ".join(f"{k} {100 * v:.2f}" for k, v in x["metrics"].items())
+            + f" | {x['commit']} |"
+            for x in lines
+        ],
+    ]
+    ns.md.parent.mkdir(parents=True, exist_ok=True)
+    ns.md.write_text("\n".join(out) + "\n")
+
+
+def print_table(header, cells, title: str) -> None:
+    table = Table(title=title)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i == 0 else "right")
+    for line in cells:
+        table.add_row(*line)
+    console.print(table)
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("--tasks", nargs="+", default=["mrpc", "rte"])
+    p.add_argument("--seeds", nargs="+", type=int, default=[42, 43, 44])
+    p.add_argument("--epochs", type=int, default=3)
+    p.add_argument("--full", default="ablation_full", help="experiment config of the full row")
+    p.add_argument("--rows", nargs="*", default=[], metavar="NAME=EXPERIMENT", help="extra rows, e.g. x=ablation_x")
+    p.add_argument("--teacher", default="mpnet-base", help="teacher preset (fine-tuned with `fadkd finetune model=`)")
+    p.add_argument("--student", default="minilm-l6", help="student preset")
+    p.add_argument("--train", default="pretrained", help="train config group of every run")
+    p.add_argument("--teacher-lr", default="2e-5")
+    p.add_argument("--data-dir", default="../shared/data/glue", help="GLUE folder (task.data_dir)")
+    p.add_argument("--out", type=Path, default=Path("outputs/quality"), help="run folders: OUT/<task>/<row>/seed<k>")
+    p.add_argument("--jsonl", type=Path, default=Path("bench/results/quality.jsonl"))
+    p.add_argument("--md", type=Path, help="default: bench/results/quality_<tasks>.md")
+    p.add_argument("--extra", nargs="*", default=[], metavar="OVERRIDE", help="more overrides for every run")
+    p.add_argument("--fadkd", default=str(Path(sys.executable).parent / "fadkd"), help="the fadkd executable")
+    p.add_argument("--no-speed", action="store_true", help="leave out the dev-set inference times")
+    p.add_argument("--dry-run", action="store_true", help="print the commands of the missing runs, run nothing")
+    ns = p.parse_args(argv)
+    ns.md = ns.md or Path(f"bench/results/quality_{'_'.join(ns.tasks)}.md")
+    return ns
+
+
+def main(argv: list[str] | None = None) -> None:
+    ns = parse_args(argv)
+    invocation = shlex.join(["scripts/glue_suite.py", *(sys.argv[1:] if argv is None else argv)])
+    row_configs = parse_rows(ns.full, ns.rows)
+    for task in ns.tasks:
+        ensure_run(ns, "finetune", teacher_args(ns, task), ns.out / task / "teacher")
+        for seed in ns.seeds:
+            for row, experiment in row_configs.items():
+                run = ns.out / task / row / f"seed{seed}"
+                ensure_run(ns, "train", row_args(ns, task, row, experiment, seed), run)
+    if ns.dry_run:
+        return
+    here = machine()
+    rows = ["teacher", *row_configs]
+    lines, speeds, params = [], {}, {}
+    for task in ns.tasks:
+        runs = [("teacher", ns.out / task / "teacher")]
+        runs += [(row, ns.out / task / row / f"seed{seed}") for seed in ns.seeds for row in row_configs]
+        lines += [run_line(task, row, run) for row, run in runs]
+        for row, run in runs:
+            if (task, row) not in speeds:  # the first run of a row (all seeds share the architecture)
+                speeds[(task, row)] = None if ns.no_speed else dev_seconds(run, here)
+                params[row] = json.loads((run / "metrics.json").read_text())["params"]["student"]
+    appended = append_lines(ns.jsonl, lines)
+    header, cells = build_table(ns, rows, lines, speeds, params)
+    write_markdown(ns, invocation, rows, lines, header, cells, here)
+    print_table(header, cells, f"quality suite: {' '.join(ns.tasks)} (dev ×100, mean ± std over seeds)")
+    console.print(f"{ns.md} written; {appended} new line(s) in {ns.jsonl} ({len(lines) - appended} already there)")
+
+
+if __name__ == "__main__":
+    main()

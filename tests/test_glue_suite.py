@@ -1,0 +1,107 @@
+"""scripts/glue_suite.py (`make quality`): its bookkeeping, and one end-to-end pass on tiny models."""
+
+import importlib.util
+import json
+import os
+import subprocess
+import sys
+
+import pytest
+from conftest import FIXTURES, ROOT
+
+SCRIPT = ROOT / "scripts" / "glue_suite.py"
+SCHEMA = {"task", "row", "metrics", "epochs", "seed", "command", "commit", "machine"}
+ROWS = ["teacher", "student_alone", "kd_only", "features_only", "full"]
+
+
+@pytest.fixture(scope="module")
+def suite():
+    spec = importlib.util.spec_from_file_location("glue_suite", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_rows_fixed_then_extras_and_bad_rows_refused(suite):
+    rows = suite.parse_rows("ablation_full", ["again=ablation_full"])
+    assert list(rows) == ["student_alone", "kd_only", "features_only", "full", "again"]
+    assert rows["kd_only"] == "ablation_kd_only" and rows["again"] == "ablation_full"
+    for bad in (["noequals"], ["full=ablation_full"], ["teacher=ablation_full"], ["x=no_such_experiment"]):
+        with pytest.raises(SystemExit):
+            suite.parse_rows("ablation_full", bad)
+
+
+def test_row_commands_share_everything_but_the_experiment(suite, tmp_path):
+    ns = suite.parse_args(["--tasks", "mrpc", "--out", str(tmp_path)])
+    alone = suite.row_args(ns, "mrpc", "student_alone", "ablation_student_alone", 43)
+    full = suite.row_args(ns, "mrpc", "full", "ablation_full", 43)
+    kd = suite.row_args(ns, "mrpc", "kd_only", "ablation_kd_only", 43)
+    assert not any(a.startswith(("teacher", "cache")) for a in alone)  # no teacher in the baseline
+    cache = f"cache.dir={tmp_path}/mrpc/teacher_cache"
+    assert cache in full and cache in kd and f"teacher.path={tmp_path}/mrpc/teacher/student" in full
+    for args in (alone, full, kd):
+        assert {"train.seed=43", "train.epochs=3", "train=pretrained", "train.group_by_length=true"} <= set(args)
+    assert full[-1] == f"hydra.run.dir={tmp_path}/mrpc/full/seed43"
+
+
+def test_jsonl_lines_are_appended_once(suite, tmp_path):
+    path = tmp_path / "q.jsonl"
+    line = {"task": "mrpc", "row": "full", "metrics": {"accuracy": 0.5}, "epochs": 3, "seed": 42}
+    assert suite.append_lines(path, [line, {**line, "seed": 43}]) == 2
+    assert suite.append_lines(path, [dict(reversed(list(line.items())))]) == 0  # key order does not matter
+    assert suite.append_lines(path, [{**line, "metrics": {"accuracy": 0.6}}]) == 1  # a redone run
+    assert len(path.read_text().splitlines()) == 3
+
+
+def test_cells_are_mean_and_sample_std_times_100(suite):
+    assert suite.cell([0.8, 0.82, 0.84]) == "82.00 ± 2.00"
+    assert suite.cell([0.8284]) == "82.84"
+    assert suite.cell([]) == "–"
+
+
+@pytest.mark.slow
+def test_suite_end_to_end_on_tiny_models(tmp_path):
+    """Teacher + four rows x two seeds on the MRPC fixture; a rerun trains nothing and appends nothing;
+    a run stopped before metrics.json is resumed from its checkpoint."""
+    jsonl, md = tmp_path / "quality.jsonl", tmp_path / "quality.md"
+    args = [
+        sys.executable, str(SCRIPT), "--tasks", "mrpc", "--seeds", "42", "43", "--epochs", "1",
+        "--teacher", "tiny", "--student", "tiny", "--data-dir", str(FIXTURES), "--out", str(tmp_path / "runs"),
+        "--jsonl", str(jsonl), "--md", str(md), "--extra", "task.max_train_samples=16", "task.max_eval_samples=12",
+        "train.max_steps=2", "train.batch_size=8", "train.num_threads=1",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+
+    def run_suite() -> str:
+        proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+        assert proc.returncode == 0, proc.stdout + proc.stderr
+        return proc.stdout
+
+    first = run_suite()
+    assert first.count("$ fadkd ") == 9  # teacher + 4 rows x 2 seeds
+    lines = [json.loads(x) for x in jsonl.read_text().splitlines()]
+    assert len(lines) == 9
+    assert {(x["row"], x["seed"]) for x in lines} == {("teacher", 42)} | {(r, s) for r in ROWS[1:] for s in (42, 43)}
+    for x in lines:
+        assert set(x) == SCHEMA and x["task"] == "mrpc" and x["epochs"] == 1
+        assert set(x["metrics"]) == {"accuracy", "f1"} and all(0 <= v <= 1 for v in x["metrics"].values())
+        assert x["command"].startswith("fadkd finetune model=tiny " if x["row"] == "teacher" else "fadkd train ")
+        assert f"hydra.run.dir={tmp_path}/runs/mrpc/" in x["command"] and x["commit"] and "cores" in x["machine"]
+    kd = next(x for x in lines if x["row"] == "kd_only" and x["seed"] == 43)
+    assert "experiment=ablation_kd_only" in kd["command"] and "train.seed=43" in kd["command"]
+    # One cache folder per task: features_only and full share an entry, kd_only (logits only) has its own.
+    entries = [p for p in (tmp_path / "runs" / "mrpc" / "teacher_cache").iterdir() if (p / "meta.json").is_file()]
+    assert len(entries) == 2
+    table = md.read_text()
+    for label in ("teacher", "student alone", "KD only", "features only", "full"):
+        assert f"| {label} |" in table
+    assert "MRPC accuracy" in table and "MRPC f1" in table and "MRPC dev s" in table and " ± " in table
+
+    again = run_suite()
+    assert "$ fadkd " not in again and len(jsonl.read_text().splitlines()) == 9
+
+    stopped = tmp_path / "runs" / "mrpc" / "full" / "seed43"
+    (stopped / "metrics.json").unlink()
+    resumed = run_suite()
+    assert resumed.count("$ fadkd ") == 1 and "train.resume=true" in resumed
+    assert (stopped / "metrics.json").is_file() and len(jsonl.read_text().splitlines()) == 9
