@@ -136,11 +136,7 @@ def test_relation_heads_that_do_not_divide_the_widths_are_refused_before_trainin
 
 
 def test_models_without_the_attention_interface_are_refused():
-    model = bert(
-        2,
-        32,
-        1,
-    ).eval()
+    model = bert(2, 32, 1).eval()
     model.config._attn_implementation = "sdpa"
     with pytest.raises(FadkdError, match="loss.attn=relations"):
         run_model(model, {"input_ids": IDS, "attention_mask": MASK}, Layers(qkv=frozenset({1})))
