@@ -124,6 +124,9 @@ class LossConfig:
     attn: str = "maps"  # maps (MSE of attention maps) | relations (MiniLMv2 Q/K/V relations, KL)
     relation_heads: int | None = None  # attn=relations: relation heads (null = the teacher's attention heads)
     relations: list[str] = field(default_factory=lambda: ["qq", "kk", "vv"])  # attn=relations: which ones
+    # The learned projections P_l where widths differ (fadkd/projections.py).
+    projection_init: str = "random"  # random | lstsq (ridge least squares on the first batch, before step 1)
+    projection_lr: float | None = None  # the projections' learning rate (null = train.lr)
 
     def __post_init__(self) -> None:
         _check_term_choice(self)
@@ -138,6 +141,10 @@ class LossConfig:
             )
         if self.temperature <= 0:
             raise ConfigError(f"loss.temperature={self.temperature} must be > 0 (typical: 1 to 4)")
+        if self.projection_init not in ("random", "lstsq"):
+            raise ConfigError(f"loss.projection_init={self.projection_init!r} is not one of random, lstsq")
+        if self.projection_lr is not None and not self.projection_lr > 0:
+            raise ConfigError(f"loss.projection_lr={self.projection_lr} must be > 0, or null to use train.lr")
 
     @property
     def needs_features(self) -> bool:

@@ -25,7 +25,7 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from fadkd import attention
-from fadkd.capture import layers_to_capture
+from fadkd.capture import layers_to_capture, run_model
 from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
 from fadkd.data import Collator, EpochSampler, make_loader
@@ -39,6 +39,7 @@ from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
+from fadkd.projections import fit_projections, param_groups
 from fadkd.report import print_summary
 from fadkd.results import overrides_of
 from fadkd.step import StepParts, train_step
@@ -149,8 +150,8 @@ def train(cfg: Config, out_dir: Path) -> dict:
     batches_per_epoch = math.ceil(len(train_rows) / cfg.train.batch_size)
     total_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
-    params = [p for _, p in named_params]
-    optimizer = torch.optim.AdamW(params, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    groups = param_groups(student, loss_fn, cfg.train.lr, cfg.loss.projection_lr)
+    optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
     state = TrainState()
@@ -178,6 +179,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
             cfg, task, teacher_shape, collator, train_rows, dev_rows, pairs, device, dev_metrics, console.print
         )
     teacher_metrics = lm.teacher_metrics if lm else teacher.metrics if teacher else None
+    if cfg.loss.projection_init == "lstsq" and loss_fn.projections and state.step == 0:
+        first = collator(train_rows[: cfg.train.batch_size]).to(device)
+        with torch.no_grad():
+            r2 = fit_projections(loss_fn, run_model(student, first.student, s_layers), teacher.outputs(first))
+        console.print("projections fitted by least squares on the first batch, R²: " + _fmt(r2, 3))
     if cfg.train.compile:
         student.forward = torch.compile(student.forward)
     parts = StepParts(
