@@ -17,7 +17,8 @@ max length. Every run is an ordinary fadkd run folder, <out>/<task>/teacher and
   cache; features_only and full (same mapping) share one entry that stores every mapped layer.
   kd_only gets its own small, logits-only entry: without feature terms the teacher reads its own
   tokenization of the text (`teacher_input` native), with them the student's ids translated
-  position by position, so its logits are not the same numbers.
+  position by position, so its logits are not the same numbers. A row with loss.attn=relations
+  (Q/K/V relations, which the cache does not store) runs a live teacher instead.
 
 Results: one JSON line per (task, row, seed) appended to --jsonl, in issue 4's schema
 {"task", "row", "metrics", "epochs", "seed", "command", "commit", "machine"}. `metrics` is the
@@ -97,6 +98,23 @@ def parse_rows(full: str, extra: list[str]) -> dict[str, str]:
     return rows
 
 
+def uses_cache(experiment: str, extra: list[str]) -> bool:
+    """Whether the row can read the teacher cache: not when its attention term compares Q/K/V
+    relations (loss.attn=relations), which the cache does not store (fadkd refuses that pair).
+    Composing the row's config here also catches a broken experiment config before any training."""
+    from hydra import compose, initialize_config_dir
+
+    from fadkd.config import register_configs
+
+    register_configs()
+    try:
+        with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+            cfg = compose("config", overrides=[f"experiment={experiment}", *extra])
+    except Exception as err:  # noqa: BLE001 - Hydra raises several kinds of composition errors
+        raise SystemExit(f"experiment={experiment} {' '.join(extra)} does not compose: {err}") from None
+    return not (cfg.loss.get("attn", "maps") == "relations" and cfg.loss.delta > 0)
+
+
 def teacher_args(ns, task: str) -> list[str]:
     return [
         f"model={ns.teacher}", f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}",
@@ -105,12 +123,13 @@ def teacher_args(ns, task: str) -> list[str]:
     ]  # fmt: skip
 
 
-def row_args(ns, task: str, row: str, experiment: str, seed: int) -> list[str]:
+def row_args(ns, task: str, row: str, experiment: str, seed: int, cache: bool = True) -> list[str]:
     args = [f"experiment={experiment}", f"student={ns.student}"]
     if row != "student_alone":  # no teacher in that row: leave it out of the command
         teacher_dir = ns.out / task / "teacher" / "student"
         args += [f"teacher={ns.teacher}", f"teacher.path={teacher_dir}"]
-        args += ["cache.enabled=true", f"cache.dir={ns.out / task / 'teacher_cache'}"]
+        if cache:
+            args += ["cache.enabled=true", f"cache.dir={ns.out / task / 'teacher_cache'}"]
     args += [f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}", "train.group_by_length=true"]
     args += [f"train.epochs={ns.epochs}", f"train.seed={seed}", *ns.extra]
     return [*args, f"hydra.run.dir={ns.out / task / row / f'seed{seed}'}"]
@@ -336,12 +355,15 @@ def main(argv: list[str] | None = None) -> None:
     ns = parse_args(argv)
     invocation = shlex.join(["scripts/glue_suite.py", *(sys.argv[1:] if argv is None else argv)])
     row_configs = parse_rows(ns.full, ns.rows)
+    cached = {row: uses_cache(experiment, ns.extra) for row, experiment in row_configs.items()}
+    for row in (r for r, c in cached.items() if not c):
+        console.print(f"[yellow]{row}: loss.attn=relations, which the teacher cache does not hold: a live teacher")
     for task in ns.tasks:
         ensure_run(ns, "finetune", teacher_args(ns, task), ns.out / task / "teacher")
         for seed in ns.seeds:
             for row, experiment in row_configs.items():
                 run = ns.out / task / row / f"seed{seed}"
-                ensure_run(ns, "train", row_args(ns, task, row, experiment, seed), run)
+                ensure_run(ns, "train", row_args(ns, task, row, experiment, seed, cached[row]), run)
     if ns.dry_run:
         return
     here = machine()

@@ -44,6 +44,14 @@ def test_row_commands_share_everything_but_the_experiment(suite, tmp_path):
     assert full[-1] == f"hydra.run.dir={tmp_path}/mrpc/full/seed43"
 
 
+def test_rows_with_relations_run_a_live_teacher(suite):
+    assert suite.uses_cache("ablation_full", [])
+    assert suite.uses_cache("ablation_kd_only", ["loss.attn=relations"])  # no attention term: no relations read
+    assert not suite.uses_cache("ablation_full", ["loss.attn=relations"])
+    with pytest.raises(SystemExit, match="does not compose"):
+        suite.uses_cache("ablation_full", ["loss.no_such_key=1"])
+
+
 def test_jsonl_lines_are_appended_once(suite, tmp_path):
     path = tmp_path / "q.jsonl"
     line = {"task": "mrpc", "row": "full", "metrics": {"accuracy": 0.5}, "epochs": 3, "seed": 42}
