@@ -45,17 +45,24 @@ def train_main(config_name: str = "config") -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from fadkd.config import register_configs, to_config
+    from fadkd.search import record_failure, register_resolvers, threads_per_job
 
     register_configs()
+    register_resolvers()
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
         from fadkd.train import train
 
+        hydra_cfg = HydraConfig.get()
         try:
             config = to_config(cfg)
-            metrics = train(config, Path(HydraConfig.get().runtime.output_dir))
+            if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/search.py)
+                config.train.num_threads = threads_per_job(hydra_cfg)
+            metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except FadkdError as err:
+            if record_failure(hydra_cfg):
+                raise  # a failed job of a parallel launcher or an Optuna search (fadkd/search.py)
             _fail(err)
         return metrics["student"][metrics["main_metric"]]
 
@@ -147,6 +154,10 @@ def main(argv: list[str] | None = None) -> None:
         print(f"fadkd: unknown verb '{verb}'\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     try:
+        if verb in ("train", "finetune"):
+            from fadkd.distributed import hydra_overrides_for_workers
+
+            rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
         if verb == "train":
             sys.argv = [f"{sys.argv[0]} train", *rest]  # Hydra parses sys.argv
             train_main()

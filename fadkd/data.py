@@ -142,11 +142,27 @@ class EpochSampler(Sampler[int]):
     `start` skips the rows of the epoch already trained on. With `lengths` and a batch size,
     rows are grouped by length: the shuffled order is cut into chunks of 50 batches, each
     sorted longest first, so a batch pads little while the epoch stays shuffled.
+
+    Several processes (fadkd/distributed.py): each draws the same order and takes every
+    `world_size`-th row from `rank`, so with a global batch divisible by `world_size` the ranks'
+    k-th batches together are the global order's k-th batch. The order is first padded with its
+    own first rows to a multiple of `world_size` (as torch's DistributedSampler does), so every
+    rank gets as many rows, and as many batches, as the others.
     """
 
-    def __init__(self, num_rows: int, seed: int, shuffle: bool = True, lengths=None, batch_size: int = 0):
+    def __init__(
+        self,
+        num_rows: int,
+        seed: int,
+        shuffle: bool = True,
+        lengths=None,
+        batch_size: int = 0,
+        rank: int = 0,
+        world_size: int = 1,
+    ):
         self.num_rows, self.seed, self.shuffle = num_rows, seed, shuffle
         self.lengths, self.batch_size = lengths, batch_size
+        self.rank, self.world_size = rank, world_size
         self.epoch, self.start = 0, 0
 
     def set_epoch(self, epoch: int, start: int = 0) -> None:
@@ -165,10 +181,12 @@ class EpochSampler(Sampler[int]):
         ]
 
     def __iter__(self):
-        return iter(self.order()[self.start :])
+        order = self.order()
+        order += order[: -len(order) % self.world_size]  # padded to a multiple of world_size
+        return iter(order[self.start + self.rank :: self.world_size])  # start: global rows already done
 
     def __len__(self) -> int:
-        return self.num_rows - self.start
+        return len(range(self.start + self.rank, self.num_rows + -self.num_rows % self.world_size, self.world_size))
 
 
 def make_loader(rows: list[dict], collator: Collator, batch_size: int, sampler: Sampler | None = None) -> DataLoader:

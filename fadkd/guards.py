@@ -79,10 +79,17 @@ class Interrupts:
         return self.EXIT_CODES.get(self.received, 1)
 
 
-# Test hook: SIGKILL this process right after the given step, to prove resume is exact.
+# Test hooks: SIGKILL this process right after the given step, to prove resume is exact; raise
+# there, to prove one failing rank ends a multi-process run. FADKD_FAULT_RANK picks one rank.
 _KILL_AT_STEP = int(os.environ.get("FADKD_FAULT_KILL_AT_STEP", "0"))
+_RAISE_AT_STEP = int(os.environ.get("FADKD_FAULT_RAISE_AT_STEP", "0"))
+_FAULT_RANK = os.environ.get("FADKD_FAULT_RANK")
 
 
-def fault_injection(step: int) -> None:
+def fault_injection(step: int, rank: int = 0) -> None:
+    if _FAULT_RANK is not None and int(_FAULT_RANK) != rank:
+        return
     if _KILL_AT_STEP and step == _KILL_AT_STEP:
         os.kill(os.getpid(), signal.SIGKILL)
+    if _RAISE_AT_STEP and step == _RAISE_AT_STEP:
+        raise RuntimeError(f"injected fault at step {step} on rank {rank} (FADKD_FAULT_RAISE_AT_STEP)")

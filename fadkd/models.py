@@ -92,6 +92,8 @@ def load_classifier(
             num_attention_heads=cfg.num_heads,
             intermediate_size=cfg.intermediate_size,
             max_position_embeddings=cfg.max_position_embeddings,
+            hidden_dropout_prob=cfg.dropout,
+            attention_probs_dropout_prob=cfg.dropout,
             num_labels=num_labels,
             problem_type=problem,
             attn_implementation=attn_implementation,

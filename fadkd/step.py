@@ -1,5 +1,6 @@
 """One optimisation step, shared by the training loop and the speed benchmark."""
 
+from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
 
@@ -7,6 +8,21 @@ import torch
 
 from fadkd.capture import Layers, run_model
 from fadkd.guards import nonfinite_gradient, nonfinite_term
+
+
+class StudentLoss(torch.nn.Module):
+    """The student's forward and the loss as one module: everything a step trains, in one place.
+
+    With several processes this is what DistributedDataParallel wraps, so the gradients of the
+    student and of the loss's learned projections are averaged together (fadkd/distributed.py).
+    """
+
+    def __init__(self, student: torch.nn.Module, loss_fn: torch.nn.Module, layers: Layers):
+        super().__init__()
+        self.student, self.loss_fn, self.layers = student, loss_fn, layers
+
+    def forward(self, inputs: dict, t_out, labels: torch.Tensor):
+        return self.loss_fn(run_model(self.student, inputs, self.layers), t_out, labels)
 
 
 @dataclass
@@ -22,6 +38,12 @@ class StepParts:
     student_layers: Layers
     grad_clip: float = 1.0  # 0 = no clipping (and no gradient-norm check; the loss terms are still checked)
     precision: str = "fp32"  # fp32 | bf16 (autocast; the loss terms compute in fp32)
+    forward: torch.nn.Module | None = None  # StudentLoss (DDP-wrapped with several processes); None: built here
+    average: Callable | None = None  # several processes: (loss, terms) -> their means over ranks
+
+    def __post_init__(self) -> None:
+        if self.forward is None:
+            self.forward = StudentLoss(self.student, self.loss_fn, self.student_layers)
 
     def autocast(self, device: torch.device):
         if self.precision == "bf16":
@@ -37,10 +59,11 @@ def train_step(parts: StepParts, batch, device: torch.device):
     """
     with parts.autocast(device):
         t_out = parts.teacher.outputs(batch) if parts.teacher is not None else None
-        s_out = run_model(parts.student, batch.student, parts.student_layers)
-        loss, terms = parts.loss_fn(s_out, t_out, batch.labels)
+        loss, terms = parts.forward(batch.student, t_out, batch.labels)
     parts.optimizer.zero_grad(set_to_none=True)
     loss.backward()
+    if parts.average is not None:  # every rank then logs, checks and skips alike
+        loss, terms = parts.average(loss, terms)
     grad_norm = None  # without clipping the norm is not computed (it costs a pass over every gradient)
     if parts.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in parts.named_params], parts.grad_clip)

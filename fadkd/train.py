@@ -24,7 +24,7 @@ from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
-from fadkd import attention
+from fadkd import attention, distributed
 from fadkd.capture import layers_to_capture, run_model
 from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
@@ -85,16 +85,24 @@ def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
 
 
 def train(cfg: Config, out_dir: Path) -> dict:
-    """Distil cfg.teacher into cfg.student on cfg.task; returns (and writes) metrics.json."""
-    prepare_run_dir(out_dir, cfg.train.resume, cfg.train.overwrite)
+    """Distil cfg.teacher into cfg.student on cfg.task; returns (and writes) metrics.json.
+
+    Under torchrun every rank runs this (fadkd/distributed.py); rank 0 alone writes out_dir.
+    """
+    local_batch = distributed.local_batch_size(cfg.train.batch_size, distributed.launched())  # global / ranks
+    dist, device = distributed.setup(resolve_device(cfg.train.device))
+    out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
+    console.quiet = not dist.is_main
+    if dist.is_main:
+        prepare_run_dir(out_dir, cfg.train.resume, cfg.train.overwrite)
+        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
+    distributed.barrier(dist)
     hf_logging.disable_progress_bar()  # one progress bar: ours
-    (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
     random.seed(cfg.train.seed)
     np.random.seed(cfg.train.seed)
     torch.manual_seed(cfg.train.seed)
     if cfg.train.num_threads > 0:
         torch.set_num_threads(cfg.train.num_threads)
-    device = resolve_device(cfg.train.device)
     weights = LossWeights(**{k: getattr(cfg.loss, k) for k in ("alpha", "temperature", "beta", "gamma", "delta", "ce")})
     use_teacher = cfg.loss.alpha > 0 or cfg.loss.needs_features
 
@@ -145,8 +153,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
     lengths = None
     if cfg.train.group_by_length:
         lengths = [int(collator([row]).student["attention_mask"].sum()) for row in train_rows]
-    sampler = EpochSampler(len(train_rows), cfg.train.seed, lengths=lengths, batch_size=cfg.train.batch_size)
-    loader = make_loader(train_rows, collator, cfg.train.batch_size, sampler)
+    sampler = EpochSampler(
+        len(train_rows), cfg.train.seed, lengths=lengths, batch_size=cfg.train.batch_size,
+        rank=dist.rank, world_size=dist.world_size,
+    )  # fmt: skip
+    loader = make_loader(train_rows, collator, local_batch, sampler)  # this rank's share of each global batch
     batches_per_epoch = math.ceil(len(train_rows) / cfg.train.batch_size)
     total_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
@@ -163,20 +174,27 @@ def train(cfg: Config, out_dir: Path) -> dict:
         state = load_checkpoint(*found, student, loss_fn, optimizer, scheduler)
         console.print(f"resumed from {found[0]} (step {state.step})")
 
-    def dev_metrics(model, tok) -> dict[str, float]:
+    def dev_metrics(model, tok) -> dict[str, float] | None:
+        if not dist.is_main:
+            return None  # rank 0 evaluates
         if lm is not None:
             return lm.evaluate(model)
         return evaluate(model, dev_rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
 
-    def checkpoint() -> Path:
+    def checkpoint() -> Path | None:
+        if not dist.is_main:
+            return None  # rank 0 writes checkpoints
         return save_checkpoint(checkpoints, state, student, loss_fn, optimizer, scheduler, cfg.train.keep_checkpoints)
 
     teacher = None
     if lm is not None:
         teacher = lm.teacher(pairs, cfg)  # None unless the loss reads it (it was evaluated either way)
-    elif use_teacher:
-        teacher = Teacher(
-            cfg, task, teacher_shape, collator, train_rows, dev_rows, pairs, device, dev_metrics, console.print
+    elif use_teacher:  # rank 0 first: it writes the teacher cache (cache.enabled) that the others then read
+        teacher = distributed.rank0_first(
+            lambda: Teacher(
+                cfg, task, teacher_shape, collator, train_rows, dev_rows, pairs, device, dev_metrics, console.print
+            ),
+            dist,
         )
     teacher_metrics = lm.teacher_metrics if lm else teacher.metrics if teacher else None
     if cfg.loss.projection_init == "lstsq" and loss_fn.projections and state.step == 0:
@@ -196,11 +214,14 @@ def train(cfg: Config, out_dir: Path) -> dict:
         s_layers,
         cfg.train.grad_clip,
         cfg.train.precision,
+        average=distributed.average_terms(dist),
     )
+    parts.forward = distributed.wrap(parts.forward, dist)  # DDP: student + projections' gradients averaged
     if teacher_metrics:
         console.print(f"teacher dev: {_fmt(teacher_metrics)}")
 
-    log = RunLog(out_dir, cfg.train.logger, resume_step=state.step if cfg.train.resume else None)
+    logger = cfg.train.logger if dist.is_main else "none"  # rank 0 logs
+    log = RunLog(out_dir, logger, resume_step=state.step if cfg.train.resume else None)
     last = None
     started, seen = time.perf_counter(), 0
     window_start, window_samples = started, 0
@@ -215,8 +236,8 @@ def train(cfg: Config, out_dir: Path) -> dict:
                 state.batch_in_epoch += 1
                 if bad is not None:
                     handle_nonfinite(bad, state, cfg, checkpoint)
-                seen += len(batch.labels)
-                window_samples += len(batch.labels)
+                seen += len(batch.labels) * dist.world_size
+                window_samples += len(batch.labels) * dist.world_size
 
                 if state.step % cfg.train.log_every == 0 or state.step == total_steps:
                     now = time.perf_counter()
@@ -234,7 +255,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
                 end_of_epoch = state.batch_in_epoch == batches_per_epoch
                 scheduled = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
                 evaluated = scheduled or end_of_epoch or state.step == total_steps
-                if evaluated:
+                if evaluated and dist.is_main:
                     last = dev_metrics(student, student_tok)
                     log.log_eval(state.step, last)
                     progress.console.print(f"step {state.step} dev: {_fmt(last)}")
@@ -245,10 +266,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
                 periodic = cfg.train.checkpoint_every > 0 and state.step % cfg.train.checkpoint_every == 0
-                if periodic or (cfg.train.checkpoint_every == 0 and evaluated) or interrupts.received:
+                stop = distributed.any_rank(bool(interrupts.received), dist)  # all ranks stop at one step
+                if periodic or (cfg.train.checkpoint_every == 0 and evaluated) or stop:
                     path = checkpoint()
-                fault_injection(state.step)
-                if interrupts.received:
+                fault_injection(state.step, dist.rank)
+                if stop:
                     log.close()
                     console.print(
                         f"[yellow]stopped at step {state.step}; checkpoint {path}. Resume with:[/]\n"
@@ -257,7 +279,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     sys.exit(interrupts.exit_code)
                 if state.step >= total_steps or end_of_epoch:
                     break
-    if total_steps == 0:  # train.max_steps=0: the student as it starts (e.g. layers kept from the teacher)
+    if total_steps == 0 and dist.is_main:  # train.max_steps=0: the student as it starts (e.g. kept layers)
         state.best = last = dev_metrics(student, student_tok)
         log.log_eval(0, last)
         if cfg.train.save_student:
@@ -282,8 +304,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
         "loss_formula": str(loss_fn),
         "mapping": [[p.student, p.teacher, p.weight] for p in pairs],
     }
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
-    print_summary(metrics, out_dir, overrides_of(out_dir), console)
+    if dist.is_main:
+        (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print_summary(metrics, out_dir, overrides_of(out_dir), console)
+    metrics = distributed.broadcast(metrics, dist)  # every rank returns rank 0's metrics
+    distributed.teardown(dist)
     return metrics
 
 
