@@ -113,3 +113,12 @@ def test_suite_end_to_end_on_tiny_models(tmp_path):
     resumed = run_suite()
     assert resumed.count("$ fadkd ") == 1 and "train.resume=true" in resumed
     assert (stopped / "metrics.json").is_file() and len(jsonl.read_text().splitlines()) == 9
+
+
+def test_resume_command_of_a_finetune_run_uses_finetune(tmp_path):
+    """A teacher fine-tuned by the suite prints a resume command that works (report.next_commands)."""
+    from fadkd.report import next_commands
+
+    resume = next_commands(tmp_path, ["teacher@student=mpnet-base", "task=mrpc", f"hydra.run.dir={tmp_path}"])[1]
+    assert resume == f"fadkd finetune model=mpnet-base task=mrpc train.resume=true hydra.run.dir={tmp_path}"
+    assert next_commands(tmp_path, ["task=mrpc"])[1].startswith("fadkd train task=mrpc ")
