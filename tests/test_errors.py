@@ -66,6 +66,29 @@ def _attention_missing(tmp: Path) -> None:
     run_model(BertForSequenceClassification(config), inputs, Layers(attentions=frozenset({1})))
 
 
+def _qkv_missing(tmp: Path) -> None:
+    """Relations on a model that does not run fadkd's attention function (as MPNet, which has no interface)."""
+    config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                        intermediate_size=32, attn_implementation="sdpa")  # fmt: skip
+    inputs = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
+    run_model(BertForSequenceClassification(config), inputs, Layers(qkv=frozenset({1})))
+
+
+def _short_vocab_teacher(tmp: Path) -> Path:
+    """A tiny Llama folder with the tiny tokenizer but an output layer 3 entries short of it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from fadkd.config import ModelConfig
+    from fadkd.lm_models import prepare_tokenizer
+    from fadkd.models import load_tokenizer
+
+    tok = prepare_tokenizer(load_tokenizer(ModelConfig(), "teacher"), "teacher")
+    LlamaForCausalLM(LlamaConfig(vocab_size=len(tok) - 3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                                 intermediate_size=32)).save_pretrained(tmp / "short")  # fmt: skip
+    tok.save_pretrained(tmp / "short")
+    return tmp / "short"
+
+
 def _finished_run(tmp: Path) -> list[str]:
     main(["train", *FAST, f"hydra.run.dir={tmp / 'run'}"])
     return ["train", *FAST, f"hydra.run.dir={tmp / 'run'}"]
@@ -116,6 +139,8 @@ LM_CASES = {
     "lm-llama-on-glue": lambda t: ["train", "teacher=tiny-llama"],
     "lm-tokenizers-differ": lambda t: ["train", *LM, f"student.tokenizer={_tokenizer_other(t)}"],
     "lm-cache": lambda t: ["train", *LM, "cache.enabled=true"],
+    "lm-uld-with-features": lambda t: ["train", *LM, f"student.tokenizer={_tokenizer_other(t)}", "loss.kd=uld"],
+    "lm-vocab-too-small": lambda t: ["train", *LM, "teacher=hf", f"teacher.path={_short_vocab_teacher(t)}"],
     "paper-layout-not-lm": lambda t: ["table", _glue_run(t), "--layout", "paper"],
 }  # fmt: skip
 
@@ -156,6 +181,13 @@ CASES = {
     "unknown-key": lambda t: ["train", "train.foo=1"],
     "wrong-type": lambda t: ["train", "train.batch_size=many"],
     "device": lambda t: ["train", "train.device=cuda"],
+    "loss-kd-unknown": lambda t: ["train", "loss.kd=wasserstein"],
+    "jsd-beta": lambda t: ["train", "loss.kd=jsd", "loss.jsd_beta=1.5"],
+    "loss-attn-unknown": lambda t: ["train", "loss.attn=heads"],
+    "relations-list": lambda t: ["train", "loss.relations=[qk]"],
+    "relation-heads": lambda t: ["train", "loss.attn=relations", "loss.relation_heads=3"],
+    "relations-cache": lambda t: ["train", "loss.attn=relations", "cache.enabled=true", f"cache.dir={t / 'cache'}"],
+    "relations-no-qkv": _qkv_missing,
     "logger": lambda t: ["train", "train.logger=wandb"],
     "nonfinite-policy": lambda t: ["train", "train.on_nonfinite=ignore"],
     "run-dir-occupied": _finished_run,
