@@ -9,8 +9,12 @@ calls SDPA. Models without the attention interface (e.g. MPNet) keep eager atten
 their maps through output_attentions. tests/test_attention.py checks "fadkd" against eager.
 Layers flagged for relations (`loss.attn=relations`, fadkd/relations.py) also keep the query,
 key and value they receive, [B, heads, L, d], keys and values repeated to the query-head count
-under grouped-query attention (as the model does before its attention product).
+under grouped-query attention (as the model does before its attention product). Models without
+the interface (MPNet) give theirs through forward hooks on their q/k/v projections instead
+(`capture_projections`; encoders without rotary embeddings or grouped-query attention only).
 """
+
+from contextlib import contextmanager
 
 import torch
 from torch import Tensor, nn
@@ -100,3 +104,45 @@ def recorded_qkv(model: nn.Module, layers: frozenset[int]) -> dict[int, tuple[Te
         if i in modules:
             modules[i].fadkd_qkv = None
     return found
+
+
+PROJECTION_NAMES = (("query", "key", "value"), ("q", "k", "v"))  # BERT-like, MPNet
+
+
+def projection_modules(model: nn.Module) -> dict[int, tuple[nn.Module, tuple[str, str, str]]]:
+    """1-based layer -> (self-attention module, names of its q/k/v Linear layers), in model order."""
+    found = []
+    for name, module in model.named_modules():
+        if "crossattention" in name:
+            continue
+        for names in PROJECTION_NAMES:
+            if all(isinstance(getattr(module, n, None), nn.Linear) for n in names):
+                found.append((module, names))
+                break
+    return {i + 1: entry for i, entry in enumerate(found)}
+
+
+@contextmanager
+def capture_projections(model: nn.Module, layers: frozenset[int]):
+    """Yield {layer: [query, key, value]}, filled by the next forward, each [B, heads, L, d].
+
+    For models without transformers' attention interface: forward hooks on the self-attention
+    q/k/v Linear outputs, split into config.num_attention_heads heads, as the model does.
+    """
+    modules, heads = projection_modules(model), model.config.num_attention_heads
+    store: dict[int, list] = {}
+    handles = []
+    for layer in sorted(layers & set(modules)):
+        module, names = modules[layer]
+        for slot, name in enumerate(names):
+
+            def hook(_module, _inputs, out, layer=layer, slot=slot):
+                b, length, width = out.shape
+                store.setdefault(layer, [None] * 3)[slot] = out.view(b, length, heads, width // heads).transpose(1, 2)
+
+            handles.append(getattr(module, name).register_forward_hook(hook))
+    try:
+        yield store
+    finally:
+        for handle in handles:
+            handle.remove()

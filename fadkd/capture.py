@@ -30,19 +30,22 @@ def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers
     """Forward `model` on tokenized `inputs`, keeping only the requested layers."""
     hidden_layers, attention_layers = layers.hidden, layers.attentions
     recording = getattr(model.config, "_attn_implementation", None) == attention.NAME
-    if layers.qkv and not recording:
+    hooked = bool(layers.qkv) and not recording  # no attention interface (MPNet): hooks on q/k/v projections
+    if hooked and not layers.qkv <= set(attention.projection_modules(model)):
         raise FadkdError(
-            f"{type(model).__name__} does not run fadkd's attention function, so its query/key/value cannot be "
-            "captured; attention relations (loss.attn=relations) need a model with transformers' attention "
-            "interface (BERT, Llama, ...): use loss.attn=maps for this model"
+            f"{type(model).__name__} does not run fadkd's attention function and has no query/key/value "
+            "projections fadkd can hook, so its query/key/value cannot be captured; attention relations "
+            "(loss.attn=relations) need a model with transformers' attention interface (BERT, Llama, ...) or "
+            "BERT-like q/k/v layers (MPNet): use loss.attn=maps for this model"
         )
     if recording:  # maps from the flagged layers only; SDPA elsewhere
         attention.record_layers(model, attention_layers, layers.qkv)
-    out = model(
-        **inputs,
-        output_hidden_states=bool(hidden_layers),
-        output_attentions=bool(attention_layers) and not recording,
-    )
+    with attention.capture_projections(model, layers.qkv if hooked else frozenset()) as projected:
+        out = model(
+            **inputs,
+            output_hidden_states=bool(hidden_layers),
+            output_attentions=bool(attention_layers) and not recording,
+        )
     hidden = {i: out.hidden_states[i] for i in hidden_layers} if hidden_layers else {}
     attentions = {}
     if recording:
@@ -63,7 +66,9 @@ def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers
                 "loss.delta > 0; if this model supports neither, set loss.delta=0"
             )
         attentions = {i: maps[i - 1] for i in attention_layers}
-    qkv = attention.recorded_qkv(model, layers.qkv) if layers.qkv else {}
+    qkv = {i: tuple(x) for i, x in projected.items()} if hooked else {}
+    if recording and layers.qkv:
+        qkv = attention.recorded_qkv(model, layers.qkv)
     if set(qkv) != set(layers.qkv):
         missing = sorted(layers.qkv - set(qkv))
         raise FadkdError(f"{type(model).__name__} recorded no query/key/value for layers {missing}")

@@ -67,11 +67,13 @@ def _attention_missing(tmp: Path) -> None:
 
 
 def _qkv_missing(tmp: Path) -> None:
-    """Relations on a model that does not run fadkd's attention function (as MPNet, which has no interface)."""
-    config = BertConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
-                        intermediate_size=32, attn_implementation="sdpa")  # fmt: skip
+    """Relations on a model with neither fadkd's attention function nor BERT-like q/k/v layers to hook."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    config = LlamaConfig(vocab_size=100, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, attn_implementation="sdpa")  # fmt: skip
     inputs = {"input_ids": torch.tensor([[1, 2, 3]]), "attention_mask": torch.ones(1, 3, dtype=torch.long)}
-    run_model(BertForSequenceClassification(config), inputs, Layers(qkv=frozenset({1})))
+    run_model(LlamaForCausalLM(config), inputs, Layers(qkv=frozenset({1})))
 
 
 def _short_vocab_teacher(tmp: Path) -> Path:

@@ -4,7 +4,14 @@ import math
 
 import pytest
 import torch
-from transformers import BertConfig, BertForSequenceClassification, LlamaConfig, LlamaForCausalLM
+from transformers import (
+    BertConfig,
+    BertForSequenceClassification,
+    LlamaConfig,
+    LlamaForCausalLM,
+    MPNetConfig,
+    MPNetForSequenceClassification,
+)
 
 from fadkd import attention
 from fadkd.capture import Layers, layers_to_capture, run_model
@@ -135,11 +142,30 @@ def test_relation_heads_that_do_not_divide_the_widths_are_refused_before_trainin
         DistillLoss(LossWeights(delta=1.0), PAIRS, {1: 32, 2: 32}, {2: 64, 4: 64}, False, choice=choice)
 
 
-def test_models_without_the_attention_interface_are_refused():
-    model = bert(2, 32, 1).eval()
-    model.config._attn_implementation = "sdpa"
+def test_models_without_the_attention_interface_give_their_projections_through_hooks():
+    torch.manual_seed(3)
+    mine = bert(2, 32, 2).eval()
+    torch.manual_seed(3)
+    plain = bert(2, 32, 2).eval()
+    plain.config._attn_implementation = "sdpa"  # as a model without the interface: hooks on query/key/value
+    inputs, layers = {"input_ids": IDS, "attention_mask": MASK}, Layers(qkv=frozenset({1, 2}))
+    a, b = run_model(mine, inputs, layers).qkv, run_model(plain, inputs, layers).qkv
+    for layer in (1, 2):
+        for x, y in zip(a[layer], b[layer], strict=True):
+            torch.testing.assert_close(x, y, atol=1e-5, rtol=1e-5)
+    mpnet = MPNetForSequenceClassification(MPNetConfig(vocab_size=50, hidden_size=32, num_hidden_layers=2,
+                                                       num_attention_heads=2, intermediate_size=64)).eval()  # fmt: skip
+    out = run_model(mpnet, inputs, Layers(frozenset({1}), qkv=frozenset({2})))
+    h, attn = out.hidden[1], mpnet.mpnet.encoder.layer[1].attention.attn
+    torch.testing.assert_close(out.qkv[2][1], attn.k(h).view(2, 6, 2, 16).transpose(1, 2))
+    assert not any(m._forward_hooks for m in mpnet.modules())  # hooks removed after the forward
+
+
+def test_models_without_interface_or_projections_are_refused():
+    config = LlamaConfig(vocab_size=50, hidden_size=32, num_hidden_layers=1, num_attention_heads=2,
+                         intermediate_size=32, attn_implementation="sdpa")  # fmt: skip
     with pytest.raises(FadkdError, match="loss.attn=relations"):
-        run_model(model, {"input_ids": IDS, "attention_mask": MASK}, Layers(qkv=frozenset({1})))
+        run_model(LlamaForCausalLM(config), {"input_ids": IDS, "attention_mask": MASK}, Layers(qkv=frozenset({1})))
 
 
 def test_config_checks():
