@@ -1,5 +1,6 @@
 """MiniLMv2 attention relations (fadkd/relations.py) and the Q/K/V capture they read."""
 
+import json
 import math
 
 import pytest
@@ -174,3 +175,18 @@ def test_config_checks():
                        ({"relation_heads": 0}, "positive"), ({"relations": []}, "qq, kk, vv")):  # fmt: skip
         with pytest.raises(ConfigError, match=match):
             LossConfig(**bad)
+
+
+def test_glue_run_with_relations_and_jsd(tmp_path):
+    from fadkd.config import Config, TaskConfig, TrainConfig
+    from fadkd.train import train
+
+    cfg = Config(
+        task=TaskConfig(data_dir="sample", max_train_samples=16, max_eval_samples=8),
+        train=TrainConfig(max_steps=2, batch_size=8, log_every=1),
+        loss=LossConfig(attn="relations", relations=["qq", "vv"], kd="jsd", jsd_beta=0.3),
+    )
+    metrics = train(cfg, tmp_path / "run")
+    assert metrics["loss_formula"] == "L = 1.0*JSD(β=0.3, τ=2.0) + 1.0*cos + 1.0*mse + 1.0*rel(qq,vv; 4 heads) + 1.0*ce"
+    steps = [json.loads(line) for line in (tmp_path / "run" / "steps.jsonl").read_text().splitlines()]
+    assert all(s["attn"] > 0 and s["kd"] >= 0 for s in steps) and "attn/s2_t4" in steps[0]
