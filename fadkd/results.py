@@ -85,6 +85,11 @@ def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict],
 def _cell(value) -> str:
     if value is None:
         return "-"
+    if isinstance(value, str) and len(value) > 8:  # a swept value Optuna drew: 0.749080237694725 -> 0.7491
+        try:
+            return f"{float(value):.4g}"
+        except ValueError:
+            return value
     if isinstance(value, float):
         return f"{value:.4f}" if abs(value) < 100 else f"{value:.1f}"
     return str(value)

@@ -75,6 +75,11 @@ class BestTrial(Callback):
             print(f"best run: {run} ({metric}={value:.4f}); its config: {sweep / 'best_config.yaml'}")
 
 
+def _overrides(run: Path) -> list[str]:
+    path = run / ".hydra" / "overrides.yaml"
+    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
+
+
 def write_best(sweep: Path) -> dict | None:
     """Pick the sweep's best finished job by its main dev metric; write best.yaml / best_config.yaml."""
     runs = []
@@ -86,9 +91,12 @@ def write_best(sweep: Path) -> dict | None:
     if not runs:
         return None
     lower = runs[0][1] in LOWER_IS_BETTER
-    run, metric, value = (min if lower else max)(runs, key=lambda r: r[2])
-    overrides_file = run / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(overrides_file)] if overrides_file.exists() else []
+    run, metric, value = (min if lower else max)(runs, key=lambda r: r[2])  # ties: the first job
+    optuna = sweep / "optimization_results.yaml"  # the Optuna sweeper's pick, where it wrote one
+    if optuna.exists():
+        wanted = {f"{k}={v}" for k, v in (OmegaConf.load(optuna).get("best_params") or {}).items()}
+        run, metric, value = next((r for r in runs if wanted <= set(_overrides(r[0]))), (run, metric, value))
+    overrides = _overrides(run)
     best = {
         "run": str(run),
         "metric": metric,
