@@ -122,6 +122,14 @@ def _glue_run(tmp: Path) -> str:
     return str(tmp)
 
 
+def _under_torchrun(world_size: int, args: list[str]) -> None:
+    """Run the CLI as rank 0 of `world_size` would, up to the check (no process group is joined)."""
+    with pytest.MonkeyPatch.context() as env:
+        env.setenv("WORLD_SIZE", str(world_size))
+        env.setenv("RANK", "0")
+        main([args[0], *FAST, *args[1:]])
+
+
 LM_TEXT = ["task=lm_text", "teacher=tiny-llama", "student=tiny-llama-half"]
 LM_CASES = {
     "lm-unknown-task": lambda t: ["train", *LM, "task.name=lm_nope"],
@@ -180,6 +188,8 @@ CASES = {
     "heads": lambda t: ["train", "student.hidden_size=33"],
     "learning-rate": lambda t: ["train", "train.lr=0"],
     "batch-size": lambda t: ["train", "train.batch_size=0"],
+    "ddp-batch-indivisible": lambda t: _under_torchrun(2, ["train", "train.batch_size=9"]),
+    "ddp-multirun": lambda t: _under_torchrun(2, ["train", "-m", "loss.alpha=0,1"]),
     "unknown-key": lambda t: ["train", "train.foo=1"],
     "wrong-type": lambda t: ["train", "train.batch_size=many"],
     "device": lambda t: ["train", "train.device=cuda"],
