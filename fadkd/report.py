@@ -195,15 +195,19 @@ def write_report(run: Path) -> Path:
     return path
 
 
-def next_commands(out_dir: Path, overrides: list[str]) -> list[str]:
-    """What a user types next: evaluate, resume, plot, report (overrides quoted for the shell)."""
+def resume_command(out_dir: Path, overrides: list[str]) -> str:
+    """The command that continues the run in `out_dir` (its Hydra overrides, quoted for the shell)."""
     kept = [shlex.quote(o) for o in overrides if not o.startswith(("hydra.run.dir=", "train.resume="))]
     # `fadkd finetune model=X` is recorded as teacher@student=X, which `fadkd train` refuses.
     verb = "fadkd finetune" if any(o.startswith("teacher@student=") for o in kept) else "fadkd train"
     kept = [o.replace("teacher@student=", "model=", 1) for o in kept]
+    return " ".join([verb, *kept, "train.resume=true", f"hydra.run.dir={shlex.quote(str(out_dir))}"])
+
+
+def next_commands(out_dir: Path, overrides: list[str]) -> list[str]:
+    """What a user types next: evaluate, resume, plot, report (overrides quoted for the shell)."""
     d = shlex.quote(str(out_dir))
-    resume = " ".join([verb, *kept, "train.resume=true", f"hydra.run.dir={d}"])
-    commands = [f"fadkd eval run_dir={d}", resume, f"fadkd plot {d}", f"fadkd report {d}"]
+    commands = [f"fadkd eval run_dir={d}", resume_command(out_dir, overrides), f"fadkd plot {d}", f"fadkd report {d}"]
     if (out_dir / "tensorboard").is_dir():
         commands.append(f"tensorboard --logdir {shlex.quote(str(out_dir / 'tensorboard'))}")
     return commands

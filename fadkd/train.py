@@ -40,7 +40,7 @@ from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
 from fadkd.projections import fit_projections, param_groups
-from fadkd.report import print_summary
+from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.step import StepParts, train_step
 from fadkd.tasks.glue import get_task, load_split
@@ -274,7 +274,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     log.close()
                     console.print(
                         f"[yellow]stopped at step {state.step}; checkpoint {path}. Resume with:[/]\n"
-                        f"  {resume_command(out_dir)}"
+                        f"  {resume_command(out_dir, overrides_of(out_dir))}"
                     )
                     sys.exit(interrupts.exit_code)
                 if state.step >= total_steps or end_of_epoch:
@@ -338,14 +338,6 @@ def handle_nonfinite(what: str, state: TrainState, cfg: Config, checkpoint) -> N
         f"{message}; the update was not applied and the last good state is in {path}. Lower train.lr, "
         "check the data, or set train.on_nonfinite=skip to skip such steps"
     )
-
-
-def resume_command(out_dir: Path) -> str:
-    """The command that continues this run (its Hydra overrides, when Hydra ran it)."""
-    recorded = out_dir / ".hydra" / "overrides.yaml"
-    overrides = [str(o) for o in OmegaConf.load(recorded)] if recorded.exists() else []
-    overrides = [o for o in overrides if not o.startswith(("hydra.run.dir=", "train.resume="))]
-    return " ".join(["fadkd train", *overrides, "train.resume=true", f"hydra.run.dir={out_dir}"])
 
 
 def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:
