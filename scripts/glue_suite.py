@@ -21,8 +21,10 @@ max length. Every run is an ordinary fadkd run folder, <out>/<task>/teacher and
   (Q/K/V relations, which the cache does not store) runs a live teacher instead.
 
 Results: one JSON line per (task, row, seed) appended to --jsonl, in issue 4's schema
-{"task", "row", "metrics", "epochs", "seed", "command", "commit", "machine"}. `metrics` is the
-saved (best-by-main-metric) student's dev metrics, as metrics.json records them; `command` is the
+{"task", "row", "metrics", "epochs", "seed", "command", "commit", "machine"} plus "best_metrics" and
+"best_step". `metrics` are the dev metrics after the last epoch (metrics.json's student_final: no
+choice made on the dev set they are scored on); best_metrics those of the saved student/ (the best of
+the per-epoch evaluations by the task's main metric, an optimistic number); `command` is the
 fadkd command line that made the run, rebuilt from the overrides Hydra recorded (a resumed run's
 train.resume / train.overwrite left out: the command reproduces it); `commit` and `machine` are those
 of the suite that launched the run (kept in <run>/suite.json; a run found without one, e.g. a teacher
@@ -209,7 +211,11 @@ def run_line(task: str, row: str, run: Path) -> dict:
     return {
         "task": task,
         "row": row,
-        "metrics": metrics["student"],
+        # After the last epoch: no choice made on the dev set it is scored on. The best of the
+        # per-epoch evaluations (the saved student/) is kept beside it.
+        "metrics": metrics["student_final"],
+        "best_metrics": metrics["student"],
+        "best_step": metrics["best_step"],
         "epochs": int(cfg.train.epochs),
         "seed": int(cfg.train.seed),
         "command": recorded_command(run),
@@ -290,8 +296,8 @@ def write_markdown(ns, invocation: str, rows: list[str], lines: list[dict], head
         f"- teacher `{ns.teacher}` fine-tuned once per task; student `{ns.student}`; seeds "
         f"{', '.join(map(str, ns.seeds))}; {ns.epochs} epoch(s); train={ns.train}",
         "",
-        "Dev metrics ×100 of the saved student (the best of the evaluations at each epoch's end, by the "
-        "task's main metric), mean ± sample standard deviation over the seeds (the teacher: one run). "
+        "Dev metrics ×100 after the last epoch (no choice made on the dev set they are scored on), "
+        "mean ± sample standard deviation over the seeds (the teacher: one run). "
         "Dev s: seconds to run the whole dev set through the row's model (batch train.eval_batch_size, "
         "forward passes only, best of several passes, on this machine; measure on an otherwise idle machine).",
         "",

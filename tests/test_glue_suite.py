@@ -91,7 +91,7 @@ def test_suite_end_to_end_on_tiny_models(tmp_path):
     assert len(lines) == 9
     assert {(x["row"], x["seed"]) for x in lines} == {("teacher", 42)} | {(r, s) for r in ROWS[1:] for s in (42, 43)}
     for x in lines:
-        assert set(x) == SCHEMA and x["task"] == "mrpc" and x["epochs"] == 1
+        assert set(x) == SCHEMA | {"best_metrics", "best_step"} and x["task"] == "mrpc" and x["epochs"] == 1
         assert set(x["metrics"]) == {"accuracy", "f1"} and all(0 <= v <= 1 for v in x["metrics"].values())
         assert x["command"].startswith("fadkd finetune model=tiny " if x["row"] == "teacher" else "fadkd train ")
         assert f"hydra.run.dir={tmp_path}/runs/mrpc/" in x["command"] and x["commit"] and "cores" in x["machine"]
