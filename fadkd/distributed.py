@@ -20,6 +20,7 @@ into one process group (gloo on CPU, NCCL on GPUs). What each piece does across 
 With one process (no torchrun) every helper here is a no-op.
 """
 
+import gc
 import os
 import tempfile
 from collections.abc import Callable
@@ -70,7 +71,12 @@ def setup(device: torch.device) -> tuple[Dist, torch.device]:
 
 
 def teardown(info: Dist) -> None:
+    """Leave the process group together. Call it once the DDP module is dropped: DDP's hooks hold it
+    in reference cycles, and a process group freed later by the garbage collector, after another
+    rank has exited, can block in its destructor."""
     if info.enabled and dist.is_initialized():
+        gc.collect()
+        dist.barrier()
         dist.destroy_process_group()
 
 

@@ -308,6 +308,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print_summary(metrics, out_dir, overrides_of(out_dir), console)
     metrics = distributed.broadcast(metrics, dist)  # every rank returns rank 0's metrics
+    parts.forward = None  # drop the DDP module before the process group goes
     distributed.teardown(dist)
     return metrics
 

@@ -119,3 +119,19 @@ def test_a_failing_rank_ends_the_whole_job_with_its_error(tmp_path, long_rows):
     assert proc.returncode != 0
     assert "injected fault at step 2 on rank 1" in proc.stdout + proc.stderr
     assert not (tmp_path / "metrics.json").exists()
+
+
+@pytest.mark.slow
+def test_resume_under_torchrun_is_exact(tmp_path, long_rows):
+    args = [*RUN, f"task.data_dir={long_rows}", "train.checkpoint_every=2"]
+    straight, killed = tmp_path / "straight", tmp_path / "killed"
+    assert _run([*args, f"hydra.run.dir={straight}"], nproc=2).returncode == 0
+    env = _env(FADKD_FAULT_KILL_AT_STEP="3", FADKD_FAULT_RANK="0")  # rank 0 dies after step 3's update
+    assert _run([*args, f"hydra.run.dir={killed}"], nproc=2, env=env).returncode != 0
+    resumed = _run([*args, "train.resume=true", f"hydra.run.dir={killed}"], nproc=2)
+    assert resumed.returncode == 0 and "resumed from" in resumed.stdout + resumed.stderr
+    assert [r["loss"] for r in _steps(killed)] == [r["loss"] for r in _steps(straight)]
+    final = "checkpoints/step-00000006"
+    for name in ("student.safetensors", "projections.safetensors"):
+        a, b = load_file(straight / final / name), load_file(killed / final / name)
+        assert all(torch.equal(a[k], b[k]) for k in a), name
