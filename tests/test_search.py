@@ -128,3 +128,21 @@ def test_optuna_search_of_eight_trials(tmp_path):
     assert {"loss.alpha", "loss.temperature", "train.lr"} <= set(header)
     ranked = [float(r.strip("|").split("|")[header.index("accuracy")]) for r in lines[4:]]
     assert ranked == sorted(ranked, reverse=True) and len(ranked) == 8
+
+
+def test_table_ranks_a_sweep_by_the_dev_metric_with_swept_values_as_columns(tmp_path):
+    for i, (alpha, f1) in enumerate([("0.12345678901", 0.5), ("0.7", 0.8), ("1.3", 0.6)]):
+        _fake_run(tmp_path / str(i), f1, [f"loss.alpha={alpha}", "task=mrpc"])
+        metrics = json.loads((tmp_path / str(i) / "metrics.json").read_text())
+        metrics.update(params={"student": 1}, steps=1, train_seconds=1.0)
+        (tmp_path / str(i) / "metrics.json").write_text(json.dumps(metrics))
+    from fadkd.results import write_table
+
+    write_table([tmp_path])
+    lines = (tmp_path / "results.md").read_text().splitlines()
+    assert lines[0] == "All runs: `task=mrpc`"
+    header = [c.strip() for c in lines[2].strip("|").split("|")]
+    rows = [[c.strip() for c in line.strip("|").split("|")] for line in lines[4:]]
+    assert header[:3] == ["run", "task", "loss.alpha"]
+    assert [r[0] for r in rows] == ["1", "2", "0"]  # best F1 first
+    assert [r[2] for r in rows] == ["0.7", "1.3", "0.1235"]  # drawn values shortened for reading
