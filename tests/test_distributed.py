@@ -109,7 +109,16 @@ def test_two_processes_equal_one_process_with_the_global_batch(tmp_path, long_ro
     # rank 0 alone wrote the run folder; metrics agree
     ma, mb = (json.loads((d / "metrics.json").read_text()) for d in (one, two))
     assert mb["steps"] == 6 and mb["student"] == pytest.approx(ma["student"])
-    assert len(list(tmp_path.iterdir())) == 2
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["one", "two"]
+
+    # The teacher cache: rank 0 builds it (the others wait), then every rank reads it.
+    cached, cache_dir = tmp_path / "cached", tmp_path / "cache"
+    proc = _run([*args, "cache.enabled=true", f"cache.dir={cache_dir}", f"hydra.run.dir={cached}"], nproc=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert len([p for p in cache_dir.iterdir() if not p.name.startswith(".")]) == 1
+    for ra, rc in zip(a, _steps(cached)):  # the cache holds fp16 states and maps
+        for key in ("loss", "cos", "mse", "attn"):
+            assert rc[key] == pytest.approx(ra[key], rel=1e-2, abs=1e-4), (ra["step"], key)
 
 
 @pytest.mark.slow
