@@ -20,8 +20,10 @@ into one process group (gloo on CPU, NCCL on GPUs). What each piece does across 
 With one process (no torchrun) every helper here is a no-op.
 """
 
+import atexit
 import gc
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -166,6 +168,7 @@ def hydra_overrides_for_workers(args: list[str]) -> list[str]:
     if info.is_main:
         return args
     scratch = tempfile.mkdtemp(prefix=f"fadkd-rank{info.rank}-")
+    atexit.register(shutil.rmtree, scratch, ignore_errors=True)
     return [
         *(a for a in args if not a.startswith("hydra.run.dir=")),
         f"hydra.run.dir={scratch}",
