@@ -352,6 +352,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--fadkd", default=str(Path(sys.executable).parent / "fadkd"), help="the fadkd executable")
     p.add_argument("--no-speed", action="store_true", help="leave out the dev-set inference times")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the missing runs, run nothing")
+    p.add_argument(
+        "--report-only", action="store_true", help="run nothing; the table and lines of the finished runs alone"
+    )
     ns = p.parse_args(argv)
     ns.md = ns.md or Path(f"bench/results/quality_{'_'.join(ns.tasks)}.md")
     return ns
@@ -364,7 +367,7 @@ def main(argv: list[str] | None = None) -> None:
     cached = {row: uses_cache(experiment, ns.extra) for row, experiment in row_configs.items()}
     for row in (r for r, c in cached.items() if not c):
         console.print(f"[yellow]{row}: loss.attn=relations, which the teacher cache does not hold: a live teacher")
-    for task in ns.tasks:
+    for task in ns.tasks if not ns.report_only else []:
         ensure_run(ns, "finetune", teacher_args(ns, task), ns.out / task / "teacher")
         for seed in ns.seeds:
             for row, experiment in row_configs.items():
@@ -378,11 +381,13 @@ def main(argv: list[str] | None = None) -> None:
     for task in ns.tasks:
         runs = [("teacher", ns.out / task / "teacher")]
         runs += [(row, ns.out / task / row / f"seed{seed}") for seed in ns.seeds for row in row_configs]
+        runs = [(row, run) for row, run in runs if (run / "metrics.json").is_file()]  # --report-only: the finished
         lines += [run_line(task, row, run) for row, run in runs]
         for row, run in runs:
             if (task, row) not in speeds:  # the first run of a row (all seeds share the architecture)
                 speeds[(task, row)] = None if ns.no_speed else dev_seconds(run, here)
                 params[row] = json.loads((run / "metrics.json").read_text())["params"]["student"]
+    rows = [row for row in rows if any(x["row"] == row for x in lines)]
     appended = append_lines(ns.jsonl, lines)
     header, cells = build_table(ns, rows, lines, speeds, params)
     write_markdown(ns, invocation, rows, lines, header, cells, here)
