@@ -66,7 +66,8 @@ def loss_weights(run: Path) -> dict[str, float]:
 
 def _figure(ncols: int, title: str, width: float = 6.5, height: float = 4.5):
     fig, axes = plt.subplots(1, ncols, figsize=(width * ncols, height), squeeze=False)
-    fig.suptitle(title, fontsize=11)
+    # About ten characters an inch at this size: rewrap so a narrow figure does not cut its title.
+    fig.suptitle("\n".join(textwrap.wrap(" ".join(title.split("\n")), int(9.5 * width * ncols))), fontsize=11)
     return fig, axes[0]
 
 
