@@ -284,6 +284,8 @@ def train(cfg: Config, out_dir: Path) -> dict:
         log.log_eval(0, last)
         if cfg.train.save_student:
             save_student(student, student_tok, loss_fn, out_dir)
+    elif last is None and dist.is_main:  # resumed from the last step's checkpoint: nothing evaluated here yet
+        last = dev_metrics(student, student_tok)
     log.close()
 
     elapsed = time.perf_counter() - started

@@ -213,7 +213,7 @@ def run_line(task: str, row: str, run: Path) -> dict:
         "row": row,
         # After the last epoch: no choice made on the dev set it is scored on. The best of the
         # per-epoch evaluations (the saved student/) is kept beside it.
-        "metrics": metrics["student_final"],
+        "metrics": metrics["student_final"] or metrics["student"],
         "best_metrics": metrics["student"],
         "best_step": metrics["best_step"],
         "epochs": int(cfg.train.epochs),
