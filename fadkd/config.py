@@ -3,7 +3,8 @@
 YAML files under conf/ hold values; these classes hold types, defaults and field docs.
 Hydra merges the YAML into the schema (type-checking every key), and the CLI converts the
 result to these objects once with `to_config`. Nothing below the CLI sees a DictConfig.
-Validation lives in `__post_init__` and raises ConfigError with a message a user can act on.
+Validation lives in `__post_init__` and raises ConfigError with a message a user can act on;
+the multi-field checks it calls are in fadkd/config_checks.py.
 """
 
 from dataclasses import dataclass, field
@@ -13,11 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fadkd.errors import FadkdError
-
-
-class ConfigError(FadkdError):
-    """A configuration value is invalid."""
+from fadkd.config_checks import ConfigError, check_lm_model, check_lm_task, check_positive, check_term_choice
 
 
 @dataclass
@@ -44,11 +41,11 @@ class ModelConfig:
     every_k: int | None = None  # from_teacher: keep teacher layers 0, k, 2k, ... instead
 
     def __post_init__(self) -> None:
-        _check_lm_model(self)
+        check_lm_model(self)
         if self.path is None:
-            _positive(f"{self.name}.num_layers", self.num_layers)
-            _positive(f"{self.name}.hidden_size", self.hidden_size)
-            _positive(f"{self.name}.num_heads", self.num_heads)
+            check_positive(f"{self.name}.num_layers", self.num_layers)
+            check_positive(f"{self.name}.hidden_size", self.hidden_size)
+            check_positive(f"{self.name}.num_heads", self.num_heads)
             if self.hidden_size % self.num_heads:
                 raise ConfigError(
                     f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by "
@@ -77,8 +74,8 @@ class TaskConfig:
     eval_samples: int | None = 200  # generation: the first N held-out texts (null = all)
 
     def __post_init__(self) -> None:
-        _positive("task.max_length", self.max_length)
-        _check_lm_task(self)
+        check_positive("task.max_length", self.max_length)
+        check_lm_task(self)
         if self.data_dir is None and self.name != "lm_text":
             raise ConfigError(
                 f"task.data_dir is not set for task '{self.name}': pass task.data_dir=<folder in "
@@ -129,7 +126,7 @@ class LossConfig:
     projection_lr: float | None = None  # the projections' learning rate (null = train.lr)
 
     def __post_init__(self) -> None:
-        _check_term_choice(self)
+        check_term_choice(self)
         weights = {k: getattr(self, k) for k in ("alpha", "beta", "gamma", "delta", "ce")}
         for key, value in weights.items():
             if value < 0:
@@ -190,8 +187,8 @@ class TrainConfig:
             raise ConfigError(f"train.logger='{self.logger}' is unknown; choose jsonl, tensorboard or none")
         if self.resume and self.overwrite:
             raise ConfigError("train.resume=true and train.overwrite=true contradict each other; pick one")
-        _positive("train.batch_size", self.batch_size)
-        _positive("train.eval_batch_size", self.eval_batch_size)
+        check_positive("train.batch_size", self.batch_size)
+        check_positive("train.eval_batch_size", self.eval_batch_size)
         if self.lr <= 0:
             raise ConfigError(f"train.lr={self.lr} must be > 0 (typical: 1e-5 to 1e-3)")
         if self.epochs < 1 and self.max_steps < 0:
@@ -249,95 +246,6 @@ class Config:
                 raise ConfigError(
                     f"{role} '{model.name}' is a tiny Llama (a causal LM) but task '{self.task.name}' classifies; "
                     f"use it with task=lm_sst2 or task=lm_text, or {role}=tiny for GLUE tasks"
-                )
-
-
-KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld")  # = fadkd.kd_terms.KD_TERMS
-
-
-def _check_term_choice(cfg: "LossConfig") -> None:
-    """loss.kd, loss.jsd_beta, loss.attn, loss.relation_heads and loss.relations."""
-    if cfg.kd not in KD_TERMS:
-        raise ConfigError(f"loss.kd='{cfg.kd}' is unknown; choose one of {', '.join(KD_TERMS)}")
-    if not 0 <= cfg.jsd_beta <= 1:
-        raise ConfigError(
-            f"loss.jsd_beta={cfg.jsd_beta} must be in [0, 1] (the teacher's share of the mixture; 0.5 = symmetric JSD)"
-        )
-    if cfg.attn not in ("maps", "relations"):
-        raise ConfigError(f"loss.attn='{cfg.attn}' is unknown; choose maps or relations")
-    if cfg.relation_heads is not None and cfg.relation_heads <= 0:
-        raise ConfigError(f"loss.relation_heads={cfg.relation_heads} must be a positive integer (or null)")
-    chosen = list(cfg.relations)
-    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= {"qq", "kk", "vv"}:
-        raise ConfigError(f"loss.relations={chosen} must list some of qq, kk, vv, each once, e.g. [qq,kk,vv]")
-
-
-def _positive(key: str, value: int) -> None:
-    if value <= 0:
-        raise ConfigError(f"{key}={value} must be a positive integer")
-
-
-MODEL_ARCHS = ("bert", "llama")
-MODEL_INITS = ("random", "from_teacher")
-
-
-def _check_lm_model(cfg: ModelConfig) -> None:
-    """The causal-LM fields of a model: tiny Llama shape, and the from_teacher layer choice."""
-    if cfg.arch not in MODEL_ARCHS:
-        raise ConfigError(f"model '{cfg.name}': arch='{cfg.arch}' is unknown; choose {' or '.join(MODEL_ARCHS)}")
-    if cfg.num_kv_heads is not None and (cfg.num_kv_heads <= 0 or cfg.num_heads % cfg.num_kv_heads):
-        raise ConfigError(
-            f"model '{cfg.name}': num_kv_heads={cfg.num_kv_heads} must be positive and divide "
-            f"num_heads={cfg.num_heads} (grouped-query attention shares each key/value head)"
-        )
-    if cfg.init not in MODEL_INITS:
-        raise ConfigError(f"model '{cfg.name}': init='{cfg.init}' is unknown; choose random or from_teacher")
-    chosen = [k for k in ("keep_layers", "every_k") if getattr(cfg, k) is not None]
-    if cfg.init == "random":
-        if chosen:
-            raise ConfigError(
-                f"model '{cfg.name}': {chosen[0]} is set but init=random; it picks teacher layers only "
-                "with student.init=from_teacher"
-            )
-        return
-    if cfg.path is not None:
-        raise ConfigError(
-            f"model '{cfg.name}': init=from_teacher builds the student from the teacher's layers, so "
-            f"path={cfg.path} would be ignored; set student.path=null, or student.init=random to load it"
-        )
-    if len(chosen) != 1:
-        raise ConfigError(
-            f"model '{cfg.name}': init=from_teacher needs exactly one of student.keep_layers=[0,3,6] "
-            "(0-based teacher layers) or student.every_k=3"
-        )
-    if cfg.every_k is not None and cfg.every_k < 1:
-        raise ConfigError(f"model '{cfg.name}': every_k={cfg.every_k} must be a positive integer")
-    keep = cfg.keep_layers
-    if keep is not None and (not keep or any(k < 0 for k in keep) or list(keep) != sorted(set(keep))):
-        raise ConfigError(
-            f"student.keep_layers={list(keep)} must list teacher layers (0-based) in increasing order, "
-            "each once, e.g. [0,3,6]"
-        )
-
-
-def _check_lm_task(cfg: TaskConfig) -> None:
-    """The causal-LM fields: lengths, prompt share, and lm_text's files."""
-    _positive("task.max_new_tokens", cfg.max_new_tokens)
-    if cfg.block_size < 2:
-        raise ConfigError(f"task.block_size={cfg.block_size} must be >= 2 (a token and the one it predicts)")
-    if not 0 < cfg.prompt_fraction < 1:
-        raise ConfigError(
-            f"task.prompt_fraction={cfg.prompt_fraction} must be between 0 and 1 (exclusive): the share of "
-            "each held-out text given as the prompt, the rest being the reference continuation"
-        )
-    if cfg.eval_samples is not None:
-        _positive("task.eval_samples", cfg.eval_samples)
-    if cfg.name == "lm_text":
-        for key in ("train_file", "eval_file"):
-            if getattr(cfg, key) is None:
-                raise ConfigError(
-                    f"task.{key} is not set for task 'lm_text': pass task.train_file=<texts> "
-                    "task.eval_file=<held-out texts> (.txt one text per line, .jsonl, or a datasets folder)"
                 )
 
 

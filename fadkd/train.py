@@ -5,12 +5,12 @@ config.yaml, steps.jsonl (every unweighted loss term, lr, grad norm, samples/s),
 metrics.json, student/ (Hugging Face folder of the best student by the task's main metric),
 projections.safetensors (learned width projections, outside the student's folder) and
 checkpoints/ (see fadkd/checkpoint.py; `train.resume=true` continues bit for bit).
+fadkd/run_dir.py guards the folder and writes the student, projections and metrics.json.
 """
 
 import json
 import math
 import random
-import shutil
 import sys
 import time
 from dataclasses import asdict
@@ -20,7 +20,6 @@ import numpy as np
 import torch
 from omegaconf import OmegaConf
 from rich.console import Console
-from safetensors.torch import save_file
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
@@ -37,18 +36,18 @@ from fadkd.lm_run import prepare_lm
 from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
-from fadkd.models import check_max_length, count_parameters, depth, load_classifier, load_tokenizer, model_shape, width
+from fadkd.models import check_max_length, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
 from fadkd.projections import fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
+from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
 from fadkd.step import StepParts, train_step
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
 
 ASSETS = Path(__file__).parent / "assets"
-RUN_FILES = ("config.yaml", "steps.jsonl", "evals.jsonl", "metrics.json", "student", "projections.safetensors")
 console = Console()
 
 
@@ -65,23 +64,6 @@ def resolve_device(name: str) -> torch.device:
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FadkdError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu (or auto)")
     return torch.device(name)
-
-
-def prepare_run_dir(out_dir: Path, resume: bool, overwrite: bool) -> None:
-    """Refuse to mix two runs in one folder unless asked to resume or overwrite."""
-    out_dir.mkdir(parents=True, exist_ok=True)
-    found = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
-    if resume and not (out_dir / "checkpoints").is_dir():
-        raise FadkdError(f"train.resume=true but {out_dir} holds no checkpoints/; start without train.resume")
-    if found and not resume:
-        if not overwrite:
-            raise FadkdError(
-                f"{out_dir} already holds a run ({', '.join(found)}); continue it with train.resume=true, "
-                "replace it with train.overwrite=true, or choose another hydra.run.dir"
-            )
-        for name in found:
-            path = safe_dir(out_dir, name)
-            shutil.rmtree(path) if path.is_dir() else path.unlink()
 
 
 def train(cfg: Config, out_dir: Path) -> dict:
@@ -289,23 +271,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
     log.close()
 
     elapsed = time.perf_counter() - started
-    metrics = {
-        "task": task.name,
-        "main_metric": task.main_metric,
-        "student": state.best,
-        "best_step": state.best_step,
-        "student_final": last,
-        "teacher": teacher_metrics,
-        "teacher_name": cfg.teacher.name if teacher_metrics is not None else None,
-        "student_name": cfg.student.name,
-        "params": {"student": count_parameters(student), "teacher": teacher_params(cfg, teacher)},
-        "steps": state.step,
-        "skipped_steps": state.skipped_steps,
-        "train_seconds": elapsed,
-        "samples_per_s": seen / max(elapsed, 1e-9),
-        "loss_formula": str(loss_fn),
-        "mapping": [[p.student, p.teacher, p.weight] for p in pairs],
-    }
+    metrics = run_metrics(cfg, task, state, last, teacher_metrics, student, teacher, loss_fn, pairs, elapsed, seen)
     if dist.is_main:
         (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
         print_summary(metrics, out_dir, overrides_of(out_dir), console)
@@ -313,15 +279,6 @@ def train(cfg: Config, out_dir: Path) -> dict:
     parts.forward = None  # drop the DDP module before the process group goes
     distributed.teardown(dist)
     return metrics
-
-
-def teacher_params(cfg: Config, teacher) -> int | None:
-    """Parameter count of the teacher (from the cache's record when it was not loaded)."""
-    if teacher is None:
-        return None
-    if teacher.model is not None:
-        return count_parameters(teacher.model)
-    return teacher.cache.meta.get("teacher_params")
 
 
 def improved(metric: str, new: dict, best: dict) -> bool:
@@ -341,16 +298,6 @@ def handle_nonfinite(what: str, state: TrainState, cfg: Config, checkpoint) -> N
         f"{message}; the update was not applied and the last good state is in {path}. Lower train.lr, "
         "check the data, or set train.on_nonfinite=skip to skip such steps"
     )
-
-
-def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:
-    """The student as a standard HF folder; projections beside it, not inside it."""
-    folder = safe_dir(out_dir, "student")
-    student.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
-    state = {k: v.detach().cpu().contiguous() for k, v in loss_fn.state_dict().items()}
-    if state:
-        save_file(state, str(out_dir / "projections.safetensors"))
 
 
 def _fmt(values: dict | None, digits: int = 4) -> str:

@@ -1,0 +1,104 @@
+"""Field checks behind the typed config's `__post_init__` (fadkd/config.py).
+
+Each check raises ConfigError with a message that names the key, the bad value and a fix.
+The simple ones (a weight is negative, an unknown precision) stay inline in config.py; the
+multi-field ones live here: the α/δ term choice, and the causal-LM model and task fields.
+"""
+
+from typing import TYPE_CHECKING
+
+from fadkd.errors import FadkdError
+
+if TYPE_CHECKING:
+    from fadkd.config import LossConfig, ModelConfig, TaskConfig
+
+
+class ConfigError(FadkdError):
+    """A configuration value is invalid."""
+
+
+KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld")  # = fadkd.kd_terms.KD_TERMS
+MODEL_ARCHS = ("bert", "llama")
+MODEL_INITS = ("random", "from_teacher")
+
+
+def check_positive(key: str, value: int) -> None:
+    if value <= 0:
+        raise ConfigError(f"{key}={value} must be a positive integer")
+
+
+def check_term_choice(cfg: "LossConfig") -> None:
+    """loss.kd, loss.jsd_beta, loss.attn, loss.relation_heads and loss.relations."""
+    if cfg.kd not in KD_TERMS:
+        raise ConfigError(f"loss.kd='{cfg.kd}' is unknown; choose one of {', '.join(KD_TERMS)}")
+    if not 0 <= cfg.jsd_beta <= 1:
+        raise ConfigError(
+            f"loss.jsd_beta={cfg.jsd_beta} must be in [0, 1] (the teacher's share of the mixture; 0.5 = symmetric JSD)"
+        )
+    if cfg.attn not in ("maps", "relations"):
+        raise ConfigError(f"loss.attn='{cfg.attn}' is unknown; choose maps or relations")
+    if cfg.relation_heads is not None and cfg.relation_heads <= 0:
+        raise ConfigError(f"loss.relation_heads={cfg.relation_heads} must be a positive integer (or null)")
+    chosen = list(cfg.relations)
+    if not chosen or len(set(chosen)) != len(chosen) or not set(chosen) <= {"qq", "kk", "vv"}:
+        raise ConfigError(f"loss.relations={chosen} must list some of qq, kk, vv, each once, e.g. [qq,kk,vv]")
+
+
+def check_lm_model(cfg: "ModelConfig") -> None:
+    """The causal-LM fields of a model: tiny Llama shape, and the from_teacher layer choice."""
+    if cfg.arch not in MODEL_ARCHS:
+        raise ConfigError(f"model '{cfg.name}': arch='{cfg.arch}' is unknown; choose {' or '.join(MODEL_ARCHS)}")
+    if cfg.num_kv_heads is not None and (cfg.num_kv_heads <= 0 or cfg.num_heads % cfg.num_kv_heads):
+        raise ConfigError(
+            f"model '{cfg.name}': num_kv_heads={cfg.num_kv_heads} must be positive and divide "
+            f"num_heads={cfg.num_heads} (grouped-query attention shares each key/value head)"
+        )
+    if cfg.init not in MODEL_INITS:
+        raise ConfigError(f"model '{cfg.name}': init='{cfg.init}' is unknown; choose random or from_teacher")
+    chosen = [k for k in ("keep_layers", "every_k") if getattr(cfg, k) is not None]
+    if cfg.init == "random":
+        if chosen:
+            raise ConfigError(
+                f"model '{cfg.name}': {chosen[0]} is set but init=random; it picks teacher layers only "
+                "with student.init=from_teacher"
+            )
+        return
+    if cfg.path is not None:
+        raise ConfigError(
+            f"model '{cfg.name}': init=from_teacher builds the student from the teacher's layers, so "
+            f"path={cfg.path} would be ignored; set student.path=null, or student.init=random to load it"
+        )
+    if len(chosen) != 1:
+        raise ConfigError(
+            f"model '{cfg.name}': init=from_teacher needs exactly one of student.keep_layers=[0,3,6] "
+            "(0-based teacher layers) or student.every_k=3"
+        )
+    if cfg.every_k is not None and cfg.every_k < 1:
+        raise ConfigError(f"model '{cfg.name}': every_k={cfg.every_k} must be a positive integer")
+    keep = cfg.keep_layers
+    if keep is not None and (not keep or any(k < 0 for k in keep) or list(keep) != sorted(set(keep))):
+        raise ConfigError(
+            f"student.keep_layers={list(keep)} must list teacher layers (0-based) in increasing order, "
+            "each once, e.g. [0,3,6]"
+        )
+
+
+def check_lm_task(cfg: "TaskConfig") -> None:
+    """The causal-LM fields: lengths, prompt share, and lm_text's files."""
+    check_positive("task.max_new_tokens", cfg.max_new_tokens)
+    if cfg.block_size < 2:
+        raise ConfigError(f"task.block_size={cfg.block_size} must be >= 2 (a token and the one it predicts)")
+    if not 0 < cfg.prompt_fraction < 1:
+        raise ConfigError(
+            f"task.prompt_fraction={cfg.prompt_fraction} must be between 0 and 1 (exclusive): the share of "
+            "each held-out text given as the prompt, the rest being the reference continuation"
+        )
+    if cfg.eval_samples is not None:
+        check_positive("task.eval_samples", cfg.eval_samples)
+    if cfg.name == "lm_text":
+        for key in ("train_file", "eval_file"):
+            if getattr(cfg, key) is None:
+                raise ConfigError(
+                    f"task.{key} is not set for task 'lm_text': pass task.train_file=<texts> "
+                    "task.eval_file=<held-out texts> (.txt one text per line, .jsonl, or a datasets folder)"
+                )
