@@ -1,7 +1,7 @@
 """The quality suite (`make quality`): the paper's ablation on GLUE tasks, several seeds, one table.
 
     .venv/bin/python scripts/glue_suite.py --tasks mrpc rte --seeds 42 43 44 [--epochs 3]
-        [--full ablation_full] [--rows full_relations=ablation_full_relations ...]
+        [--full ablation_full] [--rows full_relations=ablation_full_relations ...] [--only ROW ...]
 
 For each task it fine-tunes the teacher once (`fadkd finetune`, reused when its metrics.json
 exists), then, for each seed, trains the rows student_alone, kd_only, features_only, full and the
@@ -340,6 +340,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--epochs", type=int, default=3)
     p.add_argument("--full", default="ablation_full", help="experiment config of the full row")
     p.add_argument("--rows", nargs="*", default=[], metavar="NAME=EXPERIMENT", help="extra rows, e.g. x=ablation_x")
+    p.add_argument(
+        "--only",
+        nargs="+",
+        metavar="ROW",
+        help="train only these rows (and the teacher); the table has every finished run",
+    )
     p.add_argument("--teacher", default="mpnet-base", help="teacher preset (fine-tuned with `fadkd finetune model=`)")
     p.add_argument("--student", default="minilm-l6", help="student preset")
     p.add_argument("--train", default="pretrained", help="train config group of every run")
@@ -364,6 +370,9 @@ def main(argv: list[str] | None = None) -> None:
     ns = parse_args(argv)
     invocation = shlex.join(["scripts/glue_suite.py", *(sys.argv[1:] if argv is None else argv)])
     row_configs = parse_rows(ns.full, ns.rows)
+    unknown = sorted(set(ns.only or []) - set(row_configs))
+    if unknown:
+        raise SystemExit(f"--only {' '.join(unknown)}: no such row; the rows are {', '.join(row_configs)}")
     cached = {row: uses_cache(experiment, ns.extra) for row, experiment in row_configs.items()}
     for row in (r for r, c in cached.items() if not c):
         console.print(f"[yellow]{row}: loss.attn=relations, which the teacher cache does not hold: a live teacher")
@@ -371,6 +380,8 @@ def main(argv: list[str] | None = None) -> None:
         ensure_run(ns, "finetune", teacher_args(ns, task), ns.out / task / "teacher")
         for seed in ns.seeds:
             for row, experiment in row_configs.items():
+                if ns.only and row not in ns.only:
+                    continue
                 run = ns.out / task / row / f"seed{seed}"
                 ensure_run(ns, "train", row_args(ns, task, row, experiment, seed, cached[row]), run)
     if ns.dry_run:

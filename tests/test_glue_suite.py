@@ -52,6 +52,18 @@ def test_rows_with_relations_run_a_live_teacher(suite):
         suite.uses_cache("ablation_full", ["loss.no_such_key=1"])
 
 
+def test_only_trains_the_named_rows(suite, tmp_path, capsys):
+    base = ["--tasks", "mrpc", "--seeds", "42", "43", "--out", str(tmp_path), "--dry-run"]
+    suite.main([*base, "--rows", "x=ablation_full", "--only", "kd_only", "x"])
+    printed = capsys.readouterr().out
+    runs = [line.rsplit("hydra.run.dir=", 1)[1] for line in printed.splitlines() if "hydra.run.dir=" in line]
+    assert runs == [
+        f"{tmp_path}/mrpc/{d}" for d in ("teacher", "kd_only/seed42", "x/seed42", "kd_only/seed43", "x/seed43")
+    ]
+    with pytest.raises(SystemExit, match="no such row"):
+        suite.main([*base, "--only", "fulll"])
+
+
 def test_jsonl_lines_are_appended_once(suite, tmp_path):
     path = tmp_path / "q.jsonl"
     line = {"task": "mrpc", "row": "full", "metrics": {"accuracy": 0.5}, "epochs": 3, "seed": 42}
