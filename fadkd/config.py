@@ -124,6 +124,9 @@ class LossConfig:
     # The learned projections P_l where widths differ (fadkd/projections.py).
     projection_init: str = "random"  # random | lstsq (ridge least squares on the first batch, before step 1)
     projection_lr: float | None = None  # the projections' learning rate (null = train.lr)
+    # Which positions the β and γ terms compare: all real tokens, or only the first one (the
+    # [CLS] / <s> token a sequence classifier reads, as in Patient KD); the δ term always uses all.
+    feature_tokens: str = "all"  # all | first
 
     def __post_init__(self) -> None:
         check_term_choice(self)
@@ -140,6 +143,8 @@ class LossConfig:
             raise ConfigError(f"loss.temperature={self.temperature} must be > 0 (typical: 1 to 4)")
         if self.projection_init not in ("random", "lstsq"):
             raise ConfigError(f"loss.projection_init={self.projection_init!r} is not one of random, lstsq")
+        if self.feature_tokens not in ("all", "first"):
+            raise ConfigError(f"loss.feature_tokens={self.feature_tokens!r} is not one of all, first")
         if self.projection_lr is not None and not self.projection_lr > 0:
             raise ConfigError(f"loss.projection_lr={self.projection_lr} must be > 0, or null to use train.lr")
 

@@ -198,11 +198,13 @@ class TermChoice:
     relation_heads: int = 1  # resolved: the config's value, or the teacher's attention heads
     relations: tuple[str, ...] = ("qq", "kk", "vv")
     kd_vocab: int | None = None  # compare only the first kd_vocab logits (padded vocabularies)
+    feature_tokens: str = "all"  # the β / γ terms on all real tokens, or on the first one only
 
     @classmethod
     def from_config(cls, loss, teacher_heads: int | None, kd_vocab: int | None = None) -> TermChoice:
         heads = loss.relation_heads or teacher_heads or 1
-        return cls(loss.kd, float(loss.jsd_beta), loss.attn, int(heads), tuple(loss.relations), kd_vocab)
+        relations = tuple(loss.relations)
+        return cls(loss.kd, float(loss.jsd_beta), loss.attn, int(heads), relations, kd_vocab, loss.feature_tokens)
 
     def output_term(self, student, teacher, temperature: float) -> Tensor:
         """The α term on two Outputs: token-level on [B, L, V] (token masks), per row on [B, C]."""

@@ -271,6 +271,11 @@ class DistillLoss(nn.Module):
                     "attention alignment need tokenizers that give the same tokens (or set beta, gamma, delta to 0)"
                 )
             real = student.mask != 0
+            # loss.feature_tokens=first: β and γ see only position 0 ([CLS] / <s>); δ sees every real token.
+            feature_real = real
+            if self.choice.feature_tokens == "first":
+                feature_real = torch.zeros_like(real)
+                feature_real[:, 0] = real[:, 0]
             sums: dict[str, Tensor] = {}
             feature_fns = [
                 (name, fn)
@@ -280,9 +285,9 @@ class DistillLoss(nn.Module):
             for p in self.pairs if feature_fns else []:
                 hs = _layer(student.hidden, p.student, "student", "hidden states")
                 ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
-                fs, ft = self._project(p, hs, real), ht.detach()
+                fs, ft = self._project(p, hs, feature_real), ht.detach()
                 for name, fn in feature_fns:
-                    value = fn(fs, ft, real)
+                    value = fn(fs, ft, feature_real)
                     terms[f"{name}/{pair_key(p)}"] = value.detach()
                     sums[name] = sums.get(name, 0.0) + p.weight * value
             relations = self.choice.attn == "relations"

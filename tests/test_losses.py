@@ -5,6 +5,8 @@ import torch
 import torch.nn.functional as F
 
 from fadkd.capture import Outputs
+from fadkd.config import ConfigError, LossConfig
+from fadkd.kd_terms import TermChoice
 from fadkd.losses import (
     DistillLoss,
     LossWeights,
@@ -229,6 +231,28 @@ def test_total_is_weighted_sum_of_terms():
     assert all(v.dim() == 0 and not v.requires_grad for v in terms.values())
     torch.testing.assert_close(terms["kd"], kd_kl(s.logits, t.logits, 2.0))
     torch.testing.assert_close(terms["attn/s2_t4"], attention_loss(s.attentions[2], t.attentions[4], MASK))
+
+
+def test_feature_tokens_first_compares_position_0_only():
+    w = LossWeights(alpha=0.0, beta=1.0, gamma=1.0, delta=1.0, ce=0.0)
+    first = make(w, choice=TermChoice(feature_tokens="first"))
+    every = make(w)
+    every.load_state_dict(first.state_dict())  # the same projections
+    s, t = outputs(8, 2, 2, torch.randn(B, 3)), outputs(16, 4, 4, torch.randn(B, 3))
+    _, base = first(s, t)
+    for i in range(3):  # other positions changed: β and γ do not move; δ (every real token) does
+        s.hidden[i] = torch.cat([s.hidden[i][:, :1], torch.randn(B, L - 1, 8)], dim=1)
+    s.attentions[1] = attn(B, 2, L)
+    _, moved = first(s, t)
+    for name in ("cos/s1_t2", "mse/s2_t4"):
+        torch.testing.assert_close(moved[name], base[name])
+    assert not torch.allclose(moved["attn/s1_t2"], base["attn/s1_t2"])
+    projected = first.projections["s1_t2"](s.hidden[1][:, 0])
+    expected = (1 - F.cosine_similarity(projected, t.hidden[2][:, 0], dim=-1)).mean()
+    torch.testing.assert_close(moved["cos/s1_t2"], expected)
+    assert not torch.allclose(every(s, t)[1]["cos/s1_t2"], expected)
+    with pytest.raises(ConfigError, match="feature_tokens"):
+        LossConfig(feature_tokens="cls")
 
 
 def test_zero_weight_terms_absent_and_not_computed():
