@@ -85,6 +85,7 @@ class TaskConfig:
 
 
 MAPPING_STRATEGIES = ("uniform", "last", "explicit")
+FEATURE_SCHEDULES = ("constant", "linear", "cosine")
 
 
 @dataclass
@@ -127,6 +128,10 @@ class LossConfig:
     # Which positions the β and γ terms compare: all real tokens, or only the first one (the
     # [CLS] / <s> token a sequence classifier reads, as in Patient KD); the δ term always uses all.
     feature_tokens: str = "all"  # all | first
+    # Feature terms as a warm start: β, γ, δ (and relations) scaled by a factor that falls from 1 to 0
+    # over the first `feature_until` share of the optimizer steps, then stays 0 (α and ce untouched).
+    feature_schedule: str = "constant"  # constant | linear | cosine
+    feature_until: float = 1.0  # share of the steps at which a decaying schedule reaches 0, in (0, 1]
 
     def __post_init__(self) -> None:
         check_term_choice(self)
@@ -145,6 +150,12 @@ class LossConfig:
             raise ConfigError(f"loss.projection_init={self.projection_init!r} is not one of random, lstsq")
         if self.feature_tokens not in ("all", "first"):
             raise ConfigError(f"loss.feature_tokens={self.feature_tokens!r} is not one of all, first")
+        if self.feature_schedule not in FEATURE_SCHEDULES:
+            raise ConfigError(
+                f"loss.feature_schedule={self.feature_schedule!r} is not one of {', '.join(FEATURE_SCHEDULES)}"
+            )
+        if not 0 < self.feature_until <= 1:
+            raise ConfigError(f"loss.feature_until={self.feature_until} must be in (0, 1]: a share of the steps")
         if self.projection_lr is not None and not self.projection_lr > 0:
             raise ConfigError(f"loss.projection_lr={self.projection_lr} must be > 0, or null to use train.lr")
 

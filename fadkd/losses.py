@@ -15,6 +15,7 @@ attention implementation, tokenizers) raise FadkdError; shape mismatches are bug
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -125,6 +126,22 @@ def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
     return F.cross_entropy(logits.float(), labels.long())
 
 
+def feature_scale(schedule: str, until: float, step: int, total_steps: int) -> float:
+    """The factor on β, γ, δ before optimizer step `step` (0-based) of `total_steps`.
+
+    constant: 1. linear / cosine: falls from 1 at step 0 to 0 at `until` × total_steps, then 0
+    (the feature terms as a warm start; the logit and task terms carry the rest of training).
+    """
+    if schedule == "constant" or total_steps <= 0:
+        return 1.0
+    progress = min(step / (until * total_steps), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise FadkdError(f"feature schedule {schedule!r} is not one of constant, linear, cosine")
+
+
 @dataclass(frozen=True)
 class LossWeights:
     """Weights of the objective; plain values (the config converts into this)."""
@@ -196,6 +213,9 @@ class DistillLoss(nn.Module):
         self.all_pairs = list(pairs)
         self.pairs = [p for p in pairs if p.weight > 0]
         self.is_regression = is_regression
+        # Set before each step by the loop (loss.feature_schedule): multiplies β, γ, δ. At 0 the
+        # terms are still computed, so every projection keeps a (zero) gradient, as DDP expects.
+        self.feature_scale = 1.0
         if w.layerwise and not self.pairs:
             raise FadkdError(
                 "loss.beta/gamma/delta > 0 but no layer pair has λ > 0; give a pair λ > 0 or set them to 0"
@@ -304,7 +324,7 @@ class DistillLoss(nn.Module):
                 sums["attn"] = sums.get("attn", 0.0) + p.weight * value
             for name, weight in (("cos", w.beta), ("mse", w.gamma), ("attn", w.delta)):
                 if weight > 0:
-                    add(name, weight, sums[name])
+                    add(name, weight * self.feature_scale, sums[name])
         if w.ce > 0:
             if labels is None:
                 raise FadkdError(

@@ -34,7 +34,7 @@ from fadkd.guards import Interrupts, NonFiniteError, fault_injection
 from fadkd.kd_terms import TermChoice
 from fadkd.lm_run import prepare_lm
 from fadkd.logs import RunLog
-from fadkd.losses import DistillLoss, LossWeights
+from fadkd.losses import DistillLoss, LossWeights, feature_scale
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
@@ -127,6 +127,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
     features, relations = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.attn == "relations"
     s_layers = layers_to_capture(pairs, features, cfg.loss.delta > 0, relations)[0]
     console.print(f"[bold]{loss_fn}")
+    if cfg.loss.feature_schedule != "constant" and cfg.loss.needs_features:
+        console.print(
+            f"β, γ, δ × a {cfg.loss.feature_schedule} decay from 1 to 0 over the first "
+            f"{cfg.loss.feature_until:.0%} of the steps"
+        )
     if pairs:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(pairs))
 
@@ -213,6 +218,9 @@ def train(cfg: Config, out_dir: Path) -> dict:
         while state.step < total_steps:
             sampler.set_epoch(state.epoch, start=state.batch_in_epoch * cfg.train.batch_size)
             for batch in loader:
+                loss_fn.feature_scale = feature_scale(
+                    cfg.loss.feature_schedule, cfg.loss.feature_until, state.step, total_steps
+                )
                 loss, terms, grad_norm, bad = train_step(parts, batch.to(device), device)
                 state.step += 1
                 state.batch_in_epoch += 1
@@ -225,6 +233,8 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     now = time.perf_counter()
                     row = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
                     row["lr"] = scheduler.get_last_lr()[0]
+                    if cfg.loss.feature_schedule != "constant":
+                        row["feature_scale"] = loss_fn.feature_scale
                     if grad_norm is not None:  # computed when clipping (train.grad_clip > 0)
                         row["grad_norm"] = grad_norm.item()
                     row["samples_per_s"] = window_samples / max(now - window_start, 1e-9)

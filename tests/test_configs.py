@@ -5,6 +5,7 @@ from pathlib import Path
 import pytest
 from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
 
 from fadkd.cli import CONF_DIR
 from fadkd.config import Config, ConfigError, LossConfig, register_configs, to_config
@@ -89,3 +90,35 @@ def test_type_errors_name_the_key():
 
     with pytest.raises(ConfigCompositionException, match="train.batch_size=many"):
         _compose(["train.batch_size=many"])
+
+
+def _leaves(node, prefix=""):
+    if isinstance(node, dict):
+        for key, value in node.items():
+            yield from _leaves(value, f"{prefix}{key}.")
+    else:
+        yield prefix[:-1], node
+
+
+@pytest.mark.parametrize("name", sorted(p.stem for p in (Path(CONF_DIR) / "experiment").glob("*.yaml")))
+def test_experiment_values_reach_the_config(name: str):
+    """Each value an experiment writes, and each loss preset it overrides, is in the composed config.
+
+    A defaults list that does not compose as meant (an experiment overriding /experiment itself)
+    would silently give the plain defaults; this catches it."""
+    cfg = OmegaConf.structured(_compose([f"experiment={name}"]))
+    for key, value in _expected(name).items():
+        assert OmegaConf.select(cfg, key) == value, f"experiment={name}: {key}"
+
+
+def _expected(name: str, group: str = "experiment") -> dict:
+    """The values a config file sets, its loss / experiment defaults included (its own win)."""
+    written = OmegaConf.to_container(OmegaConf.load(Path(CONF_DIR) / group / f"{name}.yaml"))
+    prefix = "loss." if group == "loss" else ""
+    own = {prefix + k: v for k, v in _leaves(written) if not k.startswith(("hydra.", "defaults"))}
+    expected = {}
+    for entry in written.get("defaults", []) if group == "experiment" else []:
+        for key, option in entry.items() if isinstance(entry, dict) else []:
+            if key in ("override /loss", "override /experiment", "/experiment"):
+                expected |= _expected(option, key.split("/")[-1])
+    return expected | own

@@ -12,6 +12,7 @@ from fadkd.losses import (
     LossWeights,
     attention_loss,
     cosine_loss,
+    feature_scale,
     kd_kl,
     mse_loss,
     task_loss,
@@ -253,6 +254,32 @@ def test_feature_tokens_first_compares_position_0_only():
     assert not torch.allclose(every(s, t)[1]["cos/s1_t2"], expected)
     with pytest.raises(ConfigError, match="feature_tokens"):
         LossConfig(feature_tokens="cls")
+
+
+def test_feature_scale_schedules():
+    assert [feature_scale("constant", 0.5, k, 10) for k in (0, 5, 9)] == [1.0, 1.0, 1.0]
+    assert [feature_scale("linear", 0.5, k, 10) for k in (0, 1, 4, 5, 9)] == pytest.approx([1, 0.8, 0.2, 0, 0])
+    assert [feature_scale("cosine", 1.0, k, 4) for k in (0, 1, 2, 4)] == pytest.approx([1, 0.8536, 0.5, 0], abs=1e-4)
+    assert feature_scale("linear", 1.0, 0, 0) == 1.0  # train.max_steps=0: nothing to schedule
+    for bad in ({"feature_schedule": "step"}, {"feature_until": 0.0}, {"feature_until": 1.5}):
+        with pytest.raises(ConfigError, match=next(iter(bad))):
+            LossConfig(**bad)
+
+
+def test_feature_scale_multiplies_only_feature_terms():
+    loss = make(LossWeights(alpha=1.0, beta=0.5, gamma=0.25, delta=2.0, ce=1.0))
+    s, t = outputs(8, 2, 2, torch.randn(B, 3), grad=True), outputs(16, 4, 4, torch.randn(B, 3))
+    labels = torch.tensor([0, 2])
+    loss.feature_scale = 0.3
+    total, terms = loss(s, t, labels)
+    features = 0.5 * terms["cos"] + 0.25 * terms["mse"] + 2.0 * terms["attn"]
+    torch.testing.assert_close(total, terms["kd"] + terms["ce"] + 0.3 * features)
+    loss.feature_scale = 0.0  # the terms are still reported (and computed: DDP wants every projection used)
+    total, terms = loss(s, t, labels)
+    torch.testing.assert_close(total, terms["kd"] + terms["ce"])
+    assert {"cos", "mse", "attn"} <= set(terms)
+    total.backward()
+    assert all(p.grad is not None and not p.grad.any() for p in loss.projections.parameters())
 
 
 def test_zero_weight_terms_absent_and_not_computed():
