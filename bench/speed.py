@@ -32,14 +32,17 @@ PEERS = {
     "textbrewer": (ROOT / ".venv-textbrewer/bin/python", ROOT / "bench/peers/textbrewer_step.py"),
     "torchdistill": (ROOT / ".venv-torchdistill/bin/python", ROOT / "bench/peers/torchdistill_step.py"),
 }
-METHODS = ["floor", "fadkd_full", "fadkd_cached", *PEERS]
+# fadkd_full / fadkd_cached: fadkd's step as it trains (AdamW fused, train.fused_adamw=true);
+# *_protocol_adamw: the same with the protocol's (torch's default) AdamW, like FLOOR and the peers;
+# floor_fused: FLOOR with fused AdamW, to read what the feature terms alone cost.
+METHODS = ["floor", "floor_fused", "fadkd_full", "fadkd_full_protocol_adamw", "fadkd_cached", *PEERS]
 
 
-def floor() -> dict:
+def floor(fused: bool = False) -> dict:
     """Hand-written logits-only KD: hard CE + τ²·KL(τ=2); the least a KD step can cost."""
     teacher, student = common.models()
     batch = common.batch()
-    optimizer = torch.optim.AdamW(student.parameters(), lr=common.LR)
+    optimizer = torch.optim.AdamW(student.parameters(), lr=common.LR, **({"fused": True} if fused else {}))
 
     def step():
         with torch.no_grad():
@@ -54,7 +57,7 @@ def floor() -> dict:
     return common.time_steps(step)
 
 
-def _fadkd_parts(cached: bool):
+def _fadkd_parts(cached: bool, fused: bool = True):
     """fadkd's own step (fadkd.step.train_step) with the full objective on the protocol's pairs."""
     from transformers import get_constant_schedule
 
@@ -64,7 +67,7 @@ def _fadkd_parts(cached: bool):
     from fadkd.data import Batch
     from fadkd.losses import DistillLoss, LossWeights
     from fadkd.mapping import LayerPair
-    from fadkd.step import StepParts
+    from fadkd.step import StepParts, build_optimizer
 
     b = common.batch()
     batch = Batch(student=b["student"], teacher=b["teacher"], labels=b["labels"], indices=torch.arange(common.BATCH))
@@ -92,16 +95,16 @@ def _fadkd_parts(cached: bool):
     weights = LossWeights(alpha=1.0, temperature=2.0, beta=1.0, gamma=1.0, delta=1.0, ce=1.0)
     loss_fn = DistillLoss(weights, pairs, {s: 384 for s, _ in common.PAIRS}, {t: 768 for _, t in common.PAIRS}, False)
     named = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
-    optimizer = torch.optim.AdamW([p for _, p in named], lr=common.LR)
+    optimizer = build_optimizer([{"params": [p for _, p in named]}], common.LR, 0.01, fused, torch.device("cpu"))
     parts = StepParts(student, Cached() if cached else Live(), loss_fn, optimizer, get_constant_schedule(optimizer),
                       named, s_layers, grad_clip=0.0)  # fmt: skip
     return parts, batch
 
 
-def fadkd(cached: bool) -> dict:
+def fadkd(cached: bool, fused: bool = True) -> dict:
     from fadkd.step import train_step
 
-    parts, batch = _fadkd_parts(cached)
+    parts, batch = _fadkd_parts(cached, fused)
     device = torch.device("cpu")
     return common.time_steps(lambda: train_step(parts, batch, device))
 
@@ -156,7 +159,13 @@ def main() -> None:
     if args.build_cache:
         return build_protocol_cache()
     if args.method:
-        result = {"floor": floor, "fadkd_full": lambda: fadkd(False), "fadkd_cached": lambda: fadkd(True)}
+        result = {
+            "floor": floor,
+            "floor_fused": lambda: floor(fused=True),
+            "fadkd_full": lambda: fadkd(False),
+            "fadkd_full_protocol_adamw": lambda: fadkd(False, fused=False),
+            "fadkd_cached": lambda: fadkd(True),
+        }
         return common.report(args.method, result[args.method]() if args.method in result else {})
     from summary import summarize
 

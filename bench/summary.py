@@ -9,12 +9,24 @@ from rich.table import Table
 
 RESULTS = Path(__file__).resolve().parent / "results"
 NOISY = 10.0  # % of the CPU taken by other processes above which a round is left out
+LEGEND = {
+    "floor": "the protocol's FLOOR: hand-written loop, hard CE + τ²·KL on logits, torch's default AdamW",
+    "floor_fused": "FLOOR with AdamW(fused=True): what the feature terms alone cost is fadkd_full / floor_fused",
+    "fadkd_full": "fadkd's step as it trains (fadkd.step.train_step, AdamW fused as train.fused_adamw=true): "
+    "α KD + β cos + γ MSE (Linear 384→768 per pair) + δ attention MSE per head + ce, pairs 2→1 … 12→6",
+    "fadkd_full_protocol_adamw": "the same step with the protocol's (torch's default) AdamW, like FLOOR and the peers",
+    "fadkd_cached": "fadkd_full reading the teacher's outputs from fadkd's cache (no teacher forward)",
+    "textbrewer": "TextBrewer 0.2.1.post1 GeneralDistiller, hidden MSE + attention MSE (bench/peers/)",
+    "torchdistill": "torchdistill 1.1.5 DistillationBox, hooks, hidden MSE + attention MSE + KD (bench/peers/)",
+}
 
 
 def summarize(records: list[dict], meta: dict, when: str) -> None:
     floors = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor"}
+    fused = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor_fused"}
     for r in records:
         r["ratio_vs_floor"] = r["median_step_s"] / floors[r["round"]] if r["round"] in floors else None
+        r["ratio_vs_floor_fused"] = r["median_step_s"] / fused[r["round"]] if r["round"] in fused else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "speed.jsonl", "a") as f:
         for r in records:
@@ -22,7 +34,8 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
 
     noisy = {r["round"] for r in records if r["other_cpu_pct"] > NOISY}
     clean = [r for r in records if r["round"] not in noisy and r["ratio_vs_floor"] is not None]
-    columns = ["method", "median step s", "samples/s", "ratio vs FLOOR", "peak RSS MiB", "other CPU %", "rounds"]
+    columns = ["method", "median step s", "samples/s", "ratio vs FLOOR", "ratio vs floor_fused", "peak RSS MiB",
+               "other CPU %", "rounds"]
     rows = []
     for method in dict.fromkeys(r["method"] for r in records):
         mine = [r for r in clean if r["method"] == method]
@@ -33,6 +46,7 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
             f"{statistics.median(r['median_step_s'] for r in mine):.3f}",
             f"{statistics.median(r['samples_per_s'] for r in mine):.1f}",
             f"{statistics.median(r['ratio_vs_floor'] for r in mine):.3f}",
+            f"{statistics.median(r['ratio_vs_floor_fused'] for r in mine):.3f}" if mine[0]["ratio_vs_floor_fused"] else "-",
             f"{max(r['peak_rss_mib'] for r in mine):.0f}",
             f"{max(r['other_cpu_pct'] for r in mine):.1f}",
             str(len(mine)),
@@ -65,6 +79,8 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
         *["| " + " | ".join(row) + " |" for row in rows],
+        "",
+        *[f"- {m}: {LEGEND[m]}" for m in dict.fromkeys(r["method"] for r in records) if m in LEGEND],
         "",
         "Each round, median step s (ratio vs that round's FLOOR):",
         "",

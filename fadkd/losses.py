@@ -40,15 +40,28 @@ def _real(mask: Tensor, shape: torch.Size) -> Tensor:
     return mask != 0
 
 
-def _masked_mean(values: Tensor, real: Tensor) -> Tensor:
-    """Mean of ``values`` over positions where ``real``; 0 when nothing is real."""
-    return torch.where(real, values, 0.0).sum() / real.sum().clamp_min(1)
-
-
 def _same_shape(student: Tensor, teacher: Tensor, what: str) -> None:
     if student.shape != teacher.shape:
         shapes = f"{tuple(student.shape)} vs {tuple(teacher.shape)}"
         raise ValueError(f"{what}: student and teacher shapes differ ({shapes})")
+
+
+def _rows(student: Tensor, teacher: Tensor, mask: Tensor, what: str) -> tuple[Tensor, Tensor]:
+    """The real tokens of [B, L, H] student and teacher, as [N, H] rows (padding never read)."""
+    _same_shape(student, teacher, what)
+    real = _real(mask, student.shape[:-1])
+    return student[real], teacher[real]
+
+
+def cosine_rows(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean over rows of 1 − cos(student, teacher); [N, H] each, 0 when N = 0."""
+    cos = F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-8)
+    return (1.0 - cos).sum() / max(len(cos), 1)
+
+
+def mse_rows(student: Tensor, teacher: Tensor) -> Tensor:
+    """Mean over rows of the mean over H of (student − teacher)²; [N, H] each, 0 when N = 0."""
+    return (student.float() - teacher.float()).pow(2).mean(-1).sum() / max(len(student), 1)
 
 
 def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
@@ -57,12 +70,7 @@ def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     student, teacher: [B, L, H] (student already projected to the teacher width);
     mask: [B, L]. Invariant to positive scaling of either input. Range [0, 2].
     """
-    _same_shape(student, teacher, "hidden states for cosine loss")
-    real = _real(mask, student.shape[:-1])
-    s = torch.where(real[..., None], student.float(), 1.0)
-    t = torch.where(real[..., None], teacher.float(), 1.0)
-    cos = F.cosine_similarity(s, t, dim=-1, eps=1e-8)
-    return _masked_mean(1.0 - cos, real)
+    return cosine_rows(*_rows(student, teacher, mask, "hidden states for cosine loss"))
 
 
 def mse_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
@@ -72,11 +80,7 @@ def mse_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
     over H) so the scale does not grow with the hidden width and γ transfers across
     model sizes.
     """
-    _same_shape(student, teacher, "hidden states for mse loss")
-    real = _real(mask, student.shape[:-1])
-    s = torch.where(real[..., None], student.float(), 0.0)
-    t = torch.where(real[..., None], teacher.float(), 0.0)
-    return _masked_mean((s - t).pow(2).mean(-1), real)
+    return mse_rows(*_rows(student, teacher, mask, "hidden states for mse loss"))
 
 
 def attention_loss(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor) -> Tensor:
@@ -95,14 +99,14 @@ def attention_loss(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor) -> 
     b, _, length, _ = student_attn.shape
     real = _real(mask, (b, length))
     pair = real[:, :, None] & real[:, None, :]  # [B, L, L]
-    # Sanitise before head-averaging, which would otherwise spread padding garbage.
-    s = torch.where(pair[:, None], student_attn.float(), 0.0)
-    t = torch.where(pair[:, None], teacher_attn.float(), 0.0)
-    if s.shape[1] != t.shape[1]:
-        s, t = s.mean(1, keepdim=True), t.mean(1, keepdim=True)
-    # Every head has the same counted entries, so mean over heads then over entries equals
-    # the mean over all counted (head, query, key) entries.
-    return _masked_mean((s - t).pow(2).mean(1), pair)
+    s, t = student_attn.float(), teacher_attn.float()
+    if s.shape[1] != t.shape[1]:  # sanitise first: head-averaging would spread padding garbage
+        s = torch.where(pair[:, None], s, 0.0).mean(1, keepdim=True)
+        t = torch.where(pair[:, None], t, 0.0).mean(1, keepdim=True)
+    # `where` after the difference: padding entries (even NaN) give 0 and a 0 gradient. Every
+    # head has the same counted entries, so this is the mean over counted (head, query, key).
+    diff = torch.where(pair[:, None], s - t, 0.0)
+    return diff.pow(2).sum() / (pair.sum().clamp_min(1) * s.shape[1])
 
 
 def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
@@ -251,11 +255,10 @@ class DistillLoss(nn.Module):
         for key, (sw, tw) in differing.items():
             self.projections[key] = nn.Linear(sw, tw)
 
-    def _project(self, pair: LayerPair, hidden: Tensor, real: Tensor) -> Tensor:
-        # Zero padding first so garbage there cannot reach the projection's gradient.
-        hidden = torch.where(real[..., None], hidden.float(), 0.0)
+    def _project(self, pair: LayerPair, rows: Tensor) -> Tensor:
+        """P_l applied to the student's real-token rows [N, Hs] (padding is never projected)."""
         key = "shared" if "shared" in self.projections else pair_key(pair)
-        return self.projections[key](hidden) if key in self.projections else hidden
+        return self.projections[key](rows.float()) if key in self.projections else rows
 
     def forward(
         self, student: Outputs, teacher: Outputs, labels: Tensor | None = None
@@ -299,15 +302,19 @@ class DistillLoss(nn.Module):
             sums: dict[str, Tensor] = {}
             feature_fns = [
                 (name, fn)
-                for name, weight, fn in (("cos", w.beta, cosine_loss), ("mse", w.gamma, mse_loss))
+                for name, weight, fn in (("cos", w.beta, cosine_rows), ("mse", w.gamma, mse_rows))
                 if weight > 0
             ]
             for p in self.pairs if feature_fns else []:
                 hs = _layer(student.hidden, p.student, "student", "hidden states")
                 ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
-                fs, ft = self._project(p, hs, feature_real), ht.detach()
+                # Only real tokens are gathered, projected and compared (a third of a padded batch's
+                # rows in the speed protocol): padding costs nothing and cannot reach a gradient.
+                if hs.shape[:-1] != feature_real.shape or ht.shape[:-1] != feature_real.shape:
+                    raise ValueError(f"hidden states {tuple(hs.shape)} / {tuple(ht.shape)} do not match the mask")
+                fs, ft = self._project(p, hs[feature_real]), ht[feature_real].detach()
                 for name, fn in feature_fns:
-                    value = fn(fs, ft, feature_real)
+                    value = fn(fs, ft)
                     terms[f"{name}/{pair_key(p)}"] = value.detach()
                     sums[name] = sums.get(name, 0.0) + p.weight * value
             relations = self.choice.attn == "relations"

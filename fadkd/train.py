@@ -42,7 +42,7 @@ from fadkd.projections import fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
-from fadkd.step import StepParts, train_step
+from fadkd.step import StepParts, build_optimizer, train_step
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
@@ -149,7 +149,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
     total_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     groups = param_groups(student, loss_fn, cfg.train.lr, cfg.loss.projection_lr)
-    optimizer = torch.optim.AdamW(groups, lr=cfg.train.lr, weight_decay=cfg.train.weight_decay)
+    optimizer = build_optimizer(groups, cfg.train.lr, cfg.train.weight_decay, cfg.train.fused_adamw, device)
     scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
     state = TrainState()

@@ -118,7 +118,7 @@ def _nan_on_call(n: int):
     calls = {"count": 0}
     from fadkd import losses
 
-    real = losses.mse_loss
+    real = losses.mse_rows
 
     def mse(*args):
         calls["count"] += 1
@@ -137,7 +137,7 @@ def _nan_config(policy: str) -> Config:
 
 
 def test_nonfinite_term_stops_naming_term_pair_and_step(tmp_path, monkeypatch):
-    monkeypatch.setattr("fadkd.losses.mse_loss", _nan_on_call(5))  # 2 pairs a step: step 3, pair 1
+    monkeypatch.setattr("fadkd.losses.mse_rows", _nan_on_call(5))  # 2 pairs a step: step 3, pair 1
     with pytest.raises(NonFiniteError, match=r"mse at layer pair student 1 <- teacher 2 at step 3") as err:
         train(_nan_config("stop"), tmp_path)
     assert "checkpoints" in str(err.value)
@@ -146,6 +146,6 @@ def test_nonfinite_term_stops_naming_term_pair_and_step(tmp_path, monkeypatch):
 
 
 def test_nonfinite_skip_policy_skips_the_update(tmp_path, monkeypatch):
-    monkeypatch.setattr("fadkd.losses.mse_loss", _nan_on_call(3))
+    monkeypatch.setattr("fadkd.losses.mse_rows", _nan_on_call(3))
     metrics = train(_nan_config("skip"), tmp_path)
     assert metrics["steps"] == 4 and metrics["skipped_steps"] == 1

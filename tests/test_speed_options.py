@@ -1,10 +1,13 @@
-"""bf16 autocast and length-grouped batching: same training, less work."""
+"""bf16 autocast, length-grouped batching, fused AdamW: same training, less work."""
 
 import json
 import math
 
+import torch
+
 from fadkd.config import Config, TaskConfig, TrainConfig
 from fadkd.data import EpochSampler
+from fadkd.step import build_optimizer
 from fadkd.train import train
 
 
@@ -29,3 +32,33 @@ def test_bf16_autocast_trains_with_finite_losses(tmp_path):
     for line in (tmp_path / "steps.jsonl").read_text().splitlines():
         row = json.loads(line)
         assert all(math.isfinite(row[k]) for k in ("loss", "kd", "cos", "mse", "attn", "ce"))
+
+
+def _adamw_run(fused: bool) -> tuple[list, list, torch.optim.Optimizer]:
+    torch.manual_seed(0)
+    model = torch.nn.Sequential(torch.nn.Linear(8, 16), torch.nn.GELU(), torch.nn.Linear(16, 3))
+    head = torch.nn.Linear(3, 3)
+    start = [p.detach().clone() for p in [*model.parameters(), *head.parameters()]]
+    groups = [{"params": list(model.parameters())}, {"params": list(head.parameters()), "lr": 1e-2}]
+    optimizer = build_optimizer(groups, 1e-3, 0.01, fused, torch.device("cpu"))
+    x, y = torch.randn(32, 8), torch.randint(0, 3, (32,))
+    for _ in range(5):
+        torch.nn.functional.cross_entropy(head(model(x)), y).backward()
+        optimizer.step()
+        optimizer.zero_grad(set_to_none=True)
+    return start, [p.detach().clone() for p in [*model.parameters(), *head.parameters()]], optimizer
+
+
+def test_fused_adamw_makes_the_same_update_as_torchs_default():
+    start, fused, opt_fused = _adamw_run(True)
+    _, plain, opt_plain = _adamw_run(False)
+    assert opt_fused.param_groups[0]["fused"] and not opt_plain.param_groups[0]["fused"]
+    assert opt_fused.param_groups[1]["lr"] == 1e-2 and opt_fused.param_groups[0]["weight_decay"] == 0.01
+    for before, a, b in zip(start, fused, plain):
+        assert (a - before).abs().max() > 1e-4  # five steps moved every tensor
+        torch.testing.assert_close(a, b, rtol=1e-5, atol=1e-6)
+
+
+def test_fused_adamw_is_only_asked_for_devices_with_a_kernel():
+    groups = [{"params": [torch.nn.Parameter(torch.ones(2))]}]
+    assert not build_optimizer(groups, 1e-3, 0.0, True, torch.device("meta")).param_groups[0]["fused"]
