@@ -34,19 +34,28 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
 
     noisy = {r["round"] for r in records if r["other_cpu_pct"] > NOISY}
     clean = [r for r in records if r["round"] not in noisy and r["ratio_vs_floor"] is not None]
-    columns = ["method", "median step s", "samples/s", "ratio vs FLOOR", "ratio vs floor_fused", "peak RSS MiB",
-               "other CPU %", "rounds"]
+    columns = [
+        "method",
+        "median step s",
+        "samples/s",
+        "ratio vs FLOOR",
+        "ratio vs floor_fused",
+        "peak RSS MiB",
+        "other CPU %",
+        "rounds",
+    ]
     rows = []
     for method in dict.fromkeys(r["method"] for r in records):
         mine = [r for r in clean if r["method"] == method]
         if not mine:
             continue
+        vs_fused = [r["ratio_vs_floor_fused"] for r in mine if r["ratio_vs_floor_fused"]]
         rows.append([
             method,
             f"{statistics.median(r['median_step_s'] for r in mine):.3f}",
             f"{statistics.median(r['samples_per_s'] for r in mine):.1f}",
             f"{statistics.median(r['ratio_vs_floor'] for r in mine):.3f}",
-            f"{statistics.median(r['ratio_vs_floor_fused'] for r in mine):.3f}" if mine[0]["ratio_vs_floor_fused"] else "-",
+            f"{statistics.median(vs_fused):.3f}" if vs_fused else "-",
             f"{max(r['peak_rss_mib'] for r in mine):.0f}",
             f"{max(r['other_cpu_pct'] for r in mine):.1f}",
             str(len(mine)),
