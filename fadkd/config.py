@@ -128,6 +128,10 @@ class LossConfig:
     # Which positions the β and γ terms compare: all real tokens, or only the first one (the
     # [CLS] / <s> token a sequence classifier reads, as in Patient KD); the δ term always uses all.
     feature_tokens: str = "all"  # all | first
+    # standardize: β and γ compare teacher states standardised per dimension (mean and std of each
+    # teacher layer's dimensions, measured on the first batch) and the projected student states put
+    # through the same affine map, so no few large-magnitude dimensions dominate the terms.
+    feature_norm: str = "none"  # none | standardize
     # Feature terms as a warm start: β, γ, δ (and relations) scaled by a factor that falls from 1 to 0
     # over the first `feature_until` share of the optimizer steps, then stays 0 (α and ce untouched).
     feature_schedule: str = "constant"  # constant | linear | cosine
@@ -150,6 +154,8 @@ class LossConfig:
             raise ConfigError(f"loss.projection_init={self.projection_init!r} is not one of random, lstsq")
         if self.feature_tokens not in ("all", "first"):
             raise ConfigError(f"loss.feature_tokens={self.feature_tokens!r} is not one of all, first")
+        if self.feature_norm not in ("none", "standardize"):
+            raise ConfigError(f"loss.feature_norm={self.feature_norm!r} is not one of none, standardize")
         if self.feature_schedule not in FEATURE_SCHEDULES:
             raise ConfigError(
                 f"loss.feature_schedule={self.feature_schedule!r} is not one of {', '.join(FEATURE_SCHEDULES)}"

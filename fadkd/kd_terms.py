@@ -199,12 +199,16 @@ class TermChoice:
     relations: tuple[str, ...] = ("qq", "kk", "vv")
     kd_vocab: int | None = None  # compare only the first kd_vocab logits (padded vocabularies)
     feature_tokens: str = "all"  # the β / γ terms on all real tokens, or on the first one only
+    feature_norm: str = "none"  # none | standardize (β / γ on per-dimension standardised teacher states)
 
     @classmethod
     def from_config(cls, loss, teacher_heads: int | None, kd_vocab: int | None = None) -> TermChoice:
         heads = loss.relation_heads or teacher_heads or 1
         relations = tuple(loss.relations)
-        return cls(loss.kd, float(loss.jsd_beta), loss.attn, int(heads), relations, kd_vocab, loss.feature_tokens)
+        return cls(
+            loss.kd, float(loss.jsd_beta), loss.attn, int(heads), relations, kd_vocab, loss.feature_tokens,
+            loss.feature_norm,
+        )  # fmt: skip
 
     def output_term(self, student, teacher, temperature: float) -> Tensor:
         """The α term on two Outputs: token-level on [B, L, V] (token masks), per row on [B, C]."""

@@ -238,6 +238,12 @@ class DistillLoss(nn.Module):
         self.projections = nn.ModuleDict()
         if w.beta == 0 and w.gamma == 0:
             return
+        if c.feature_norm == "standardize":  # per teacher layer: [mean; std] of its dimensions (fit_feature_norm)
+            for t in sorted({p.teacher for p in self.pairs}):
+                width = teacher_widths.get(t)
+                if width is None:
+                    raise ValueError(f"no hidden width given for teacher layer {t}")
+                self.register_buffer(f"norm_t{t}", torch.stack([torch.zeros(width), torch.ones(width)]))
         widths = {}
         for p in self.pairs:
             if p.student not in student_widths or p.teacher not in teacher_widths:
@@ -313,6 +319,9 @@ class DistillLoss(nn.Module):
                 if hs.shape[:-1] != feature_real.shape or ht.shape[:-1] != feature_real.shape:
                     raise ValueError(f"hidden states {tuple(hs.shape)} / {tuple(ht.shape)} do not match the mask")
                 fs, ft = self._project(p, hs[feature_real]), ht[feature_real].detach()
+                norm = getattr(self, f"norm_t{p.teacher}", None)  # loss.feature_norm=standardize
+                if norm is not None:
+                    fs, ft = (fs - norm[0]) / norm[1], (ft.float() - norm[0]) / norm[1]
                 for name, fn in feature_fns:
                     value = fn(fs, ft)
                     terms[f"{name}/{pair_key(p)}"] = value.detach()

@@ -64,6 +64,31 @@ def fit_projections(loss_fn, student, teacher) -> dict[str, float]:
     return r2
 
 
+@torch.no_grad()
+def fit_feature_norm(loss_fn, teacher) -> dict[str, float]:
+    """loss.feature_norm=standardize: each mapped teacher layer's per-dimension mean and std.
+
+    Measured on `teacher` (fadkd.capture.Outputs of one batch) over the tokens the β / γ terms
+    compare, into the loss's `norm_t<layer>` buffers (saved with its projections). Returns, per
+    layer, the ratio of the largest dimension's std to the median one: how much a few
+    dimensions dominated the raw terms.
+    """
+    real = teacher.mask != 0
+    if loss_fn.choice.feature_tokens == "first":
+        real = torch.zeros_like(real)
+        real[:, 0] = teacher.mask[:, 0] != 0
+    spread = {}
+    for name, buffer in loss_fn.named_buffers():
+        if not name.startswith("norm_t"):
+            continue
+        rows = teacher.hidden[int(name.removeprefix("norm_t"))][real].float()
+        std = rows.std(0, unbiased=False) if len(rows) > 1 else torch.ones_like(buffer[1])
+        std = std.clamp_min(1e-3 * float(std.mean()) + 1e-12)
+        buffer.copy_(torch.stack([rows.mean(0), std]).to(buffer))
+        spread[name.removeprefix("norm_")] = float(std.max() / std.median())
+    return spread
+
+
 def param_groups(student: nn.Module, loss_fn: nn.Module, lr: float, projection_lr: float | None) -> list[dict]:
     """AdamW parameter groups: the student at train.lr, the projections at loss.projection_lr."""
     groups = [{"params": [p for p in student.parameters() if p.requires_grad], "lr": lr}]

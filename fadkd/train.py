@@ -38,7 +38,7 @@ from fadkd.losses import DistillLoss, LossWeights, feature_scale
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
-from fadkd.projections import fit_projections, param_groups
+from fadkd.projections import fit_feature_norm, fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
@@ -184,11 +184,18 @@ def train(cfg: Config, out_dir: Path) -> dict:
             dist,
         )
     teacher_metrics = lm.teacher_metrics if lm else teacher.metrics if teacher else None
-    if cfg.loss.projection_init == "lstsq" and loss_fn.projections and state.step == 0:
+    standardize = cfg.loss.feature_norm == "standardize" and (cfg.loss.beta > 0 or cfg.loss.gamma > 0)
+    fit = cfg.loss.projection_init == "lstsq" and loss_fn.projections
+    if (standardize or fit) and state.step == 0:  # a resumed run has both in its checkpoint
         first = collator(train_rows[: cfg.train.batch_size]).to(device)
         with torch.no_grad():
-            r2 = fit_projections(loss_fn, run_model(student, first.student, s_layers), teacher.outputs(first))
-        console.print("projections fitted by least squares on the first batch, R²: " + _fmt(r2, 3))
+            t_first = teacher.outputs(first)
+            if standardize:
+                spread = fit_feature_norm(loss_fn, t_first)
+                console.print("teacher states standardised per dimension (max/median std): " + _fmt(spread, 1))
+            if fit:
+                r2 = fit_projections(loss_fn, run_model(student, first.student, s_layers), t_first)
+                console.print("projections fitted by least squares on the first batch, R²: " + _fmt(r2, 3))
     if cfg.train.compile:
         student.forward = torch.compile(student.forward)
     parts = StepParts(

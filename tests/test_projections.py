@@ -4,7 +4,7 @@ import torch
 from torch import nn
 
 from fadkd.config import Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
-from fadkd.projections import fit_linear, param_groups
+from fadkd.projections import fit_feature_norm, fit_linear, param_groups
 from fadkd.train import train
 
 
@@ -53,3 +53,53 @@ def test_lstsq_start_lowers_the_first_feature_loss(tmp_path):
         first[init] = next(iter(__import__("json").loads(line) for line in (tmp_path / init / "steps.jsonl").open()))
     assert first["lstsq"]["mse"] < 0.5 * first["random"]["mse"]
     assert first["lstsq"]["cos"] < first["random"]["cos"]
+
+
+def _outputs(hidden: dict, mask: torch.Tensor):
+    from fadkd.capture import Outputs
+
+    return Outputs(logits=torch.zeros(len(mask), 2), hidden=hidden, attentions={}, mask=mask)
+
+
+def _standardized_loss(feature_tokens: str = "all"):
+    from fadkd.kd_terms import TermChoice
+    from fadkd.losses import DistillLoss, LossWeights
+    from fadkd.mapping import LayerPair
+
+    choice = TermChoice(feature_norm="standardize", feature_tokens=feature_tokens)
+    weights = LossWeights(alpha=0.0, beta=1.0, gamma=1.0, delta=0.0, ce=0.0)
+    return DistillLoss(weights, [LayerPair(1, 2)], {1: 4}, {2: 6}, False, choice=choice)
+
+
+def test_standardize_compares_teacher_states_per_dimension_standardised():
+    gen = torch.Generator().manual_seed(0)
+    mask = torch.ones(3, 5)
+    mask[0, 3:] = 0
+    teacher = torch.randn(3, 5, 6, generator=gen) * torch.tensor([1.0, 1, 1, 1, 1, 500]) + 7  # one huge dimension
+    teacher[0, 3:] = float("nan")  # padding never reaches the statistics or the terms
+    student = torch.randn(3, 5, 4, generator=gen)
+    loss = _standardized_loss()
+    spread = fit_feature_norm(loss, _outputs({2: teacher}, mask))
+    real = mask.bool()
+    mean, std = teacher[real].mean(0), teacher[real].std(0, unbiased=False)
+    torch.testing.assert_close(loss.norm_t2, torch.stack([mean, std]))
+    assert spread["t2"] > 100  # the log says how much one dimension dominated
+    _, terms = loss(_outputs({1: student}, mask), _outputs({2: teacher}, mask))
+    s = (loss.projections["s1_t2"](student[real]) - mean) / std
+    t = (teacher[real] - mean) / std
+    torch.testing.assert_close(terms["mse"], (s - t).pow(2).mean())
+    torch.testing.assert_close(terms["cos"], (1 - torch.nn.functional.cosine_similarity(s, t, dim=-1)).mean())
+    assert torch.isfinite(terms["mse"])
+
+
+def test_standardize_statistics_follow_feature_tokens_first():
+    teacher = torch.arange(2 * 3 * 6, dtype=torch.float).reshape(2, 3, 6)
+    loss = _standardized_loss("first")
+    fit_feature_norm(loss, _outputs({2: teacher}, torch.ones(2, 3)))
+    torch.testing.assert_close(loss.norm_t2[0], teacher[:, 0].mean(0))
+
+
+def test_standardize_trains_and_logs_the_spread(tmp_path, capsys):
+    train(_cfg(feature_norm="standardize", projection_init="lstsq"), tmp_path)
+    out = capsys.readouterr().out
+    assert "standardised per dimension" in out and "least squares" in out
