@@ -15,7 +15,6 @@ attention implementation, tokenizers) raise FadkdError; shape mismatches are bug
 
 from __future__ import annotations
 
-import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -128,22 +127,6 @@ def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
             ignore_index=-100,
         )
     return F.cross_entropy(logits.float(), labels.long())
-
-
-def feature_scale(schedule: str, until: float, step: int, total_steps: int) -> float:
-    """The factor on β, γ, δ before optimizer step `step` (0-based) of `total_steps`.
-
-    constant: 1. linear / cosine: falls from 1 at step 0 to 0 at `until` × total_steps, then 0
-    (the feature terms as a warm start; the logit and task terms carry the rest of training).
-    """
-    if schedule == "constant" or total_steps <= 0:
-        return 1.0
-    progress = min(step / (until * total_steps), 1.0)
-    if schedule == "linear":
-        return 1.0 - progress
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise FadkdError(f"feature schedule {schedule!r} is not one of constant, linear, cosine")
 
 
 @dataclass(frozen=True)

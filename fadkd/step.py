@@ -1,5 +1,7 @@
-"""One optimisation step, shared by the training loop and the speed benchmark."""
+"""One optimisation step (shared by the training loop and the speed benchmark), its optimizer, and
+the per-step factor on the feature terms (loss.feature_schedule)."""
 
+import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -7,6 +9,7 @@ from dataclasses import dataclass
 import torch
 
 from fadkd.capture import Layers, run_model
+from fadkd.errors import FadkdError
 from fadkd.guards import nonfinite_gradient, nonfinite_term
 
 
@@ -23,6 +26,22 @@ class StudentLoss(torch.nn.Module):
 
     def forward(self, inputs: dict, t_out, labels: torch.Tensor):
         return self.loss_fn(run_model(self.student, inputs, self.layers), t_out, labels)
+
+
+def feature_scale(schedule: str, until: float, step: int, total_steps: int) -> float:
+    """The factor on β, γ, δ before optimizer step `step` (0-based) of `total_steps`.
+
+    constant: 1. linear / cosine: falls from 1 at step 0 to 0 at `until` × total_steps, then 0
+    (the feature terms as a warm start; the logit and task terms carry the rest of training).
+    """
+    if schedule == "constant" or total_steps <= 0:
+        return 1.0
+    progress = min(step / (until * total_steps), 1.0)
+    if schedule == "linear":
+        return 1.0 - progress
+    if schedule == "cosine":
+        return 0.5 * (1.0 + math.cos(math.pi * progress))
+    raise FadkdError(f"feature schedule {schedule!r} is not one of constant, linear, cosine")
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel for fp32 parameters

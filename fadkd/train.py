@@ -34,7 +34,7 @@ from fadkd.guards import Interrupts, NonFiniteError, fault_injection
 from fadkd.kd_terms import TermChoice
 from fadkd.lm_run import prepare_lm
 from fadkd.logs import RunLog
-from fadkd.losses import DistillLoss, LossWeights, feature_scale
+from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, depth, load_classifier, load_tokenizer, model_shape, width
 from fadkd.progress import progress_bar
@@ -42,7 +42,7 @@ from fadkd.projections import fit_feature_norm, fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
-from fadkd.step import StepParts, build_optimizer, train_step
+from fadkd.step import StepParts, build_optimizer, feature_scale, train_step
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher

@@ -12,12 +12,12 @@ from fadkd.losses import (
     LossWeights,
     attention_loss,
     cosine_loss,
-    feature_scale,
     kd_kl,
     mse_loss,
     task_loss,
 )
 from fadkd.mapping import LayerPair
+from fadkd.step import feature_scale
 
 
 @pytest.fixture(autouse=True)
