@@ -39,6 +39,12 @@ def _real(mask: Tensor, shape: torch.Size) -> Tensor:
     return mask != 0
 
 
+def feature_tokens(mask: Tensor, which: str) -> Tensor:
+    """Bool [B, L]: the positions β and γ compare, all real tokens or ("first") position 0 only."""
+    real = mask != 0
+    return real & (torch.arange(real.shape[1], device=real.device) == 0) if which == "first" else real
+
+
 def _same_shape(student: Tensor, teacher: Tensor, what: str) -> None:
     if student.shape != teacher.shape:
         shapes = f"{tuple(student.shape)} vs {tuple(teacher.shape)}"
@@ -283,11 +289,7 @@ class DistillLoss(nn.Module):
                     "attention alignment need tokenizers that give the same tokens (or set beta, gamma, delta to 0)"
                 )
             real = student.mask != 0
-            # loss.feature_tokens=first: β and γ see only position 0 ([CLS] / <s>); δ sees every real token.
-            feature_real = real
-            if self.choice.feature_tokens == "first":
-                feature_real = torch.zeros_like(real)
-                feature_real[:, 0] = real[:, 0]
+            feature_real = feature_tokens(student.mask, self.choice.feature_tokens)  # δ sees every real token
             sums: dict[str, Tensor] = {}
             feature_fns = [
                 (name, fn)
@@ -299,8 +301,7 @@ class DistillLoss(nn.Module):
                 ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
                 # Only real tokens are gathered, projected and compared (a third of a padded batch's
                 # rows in the speed protocol): padding costs nothing and cannot reach a gradient.
-                if hs.shape[:-1] != feature_real.shape or ht.shape[:-1] != feature_real.shape:
-                    raise ValueError(f"hidden states {tuple(hs.shape)} / {tuple(ht.shape)} do not match the mask")
+                _real(feature_real, hs.shape[:-1]), _real(feature_real, ht.shape[:-1])  # shapes checked
                 fs, ft = self._project(p, hs[feature_real]), ht[feature_real].detach()
                 norm = getattr(self, f"norm_t{p.teacher}", None)  # loss.feature_norm=standardize
                 if norm is not None:

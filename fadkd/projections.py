@@ -16,6 +16,7 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
+from fadkd.losses import feature_tokens
 from fadkd.mapping import pair_key
 
 
@@ -73,10 +74,7 @@ def fit_feature_norm(loss_fn, teacher) -> dict[str, float]:
     layer, the ratio of the largest dimension's std to the median one: how much a few
     dimensions dominated the raw terms.
     """
-    real = teacher.mask != 0
-    if loss_fn.choice.feature_tokens == "first":
-        real = torch.zeros_like(real)
-        real[:, 0] = teacher.mask[:, 0] != 0
+    real = feature_tokens(teacher.mask, loss_fn.choice.feature_tokens)
     spread = {}
     for name, buffer in loss_fn.named_buffers():
         if not name.startswith("norm_t"):
