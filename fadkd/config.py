@@ -14,7 +14,7 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fadkd.config_checks import ConfigError, check_lm_model, check_lm_task, check_positive, check_term_choice
+from fadkd.config_checks import ConfigError, check_augment, check_lm_model, check_lm_task, check_positive, check_term_choice
 
 
 @dataclass
@@ -64,6 +64,11 @@ class TaskConfig:
     max_length: int = 128  # tokens per example (pairs included), longer ones are truncated
     max_train_samples: int | None = None  # first N training rows (null = all)
     max_eval_samples: int | None = None  # first N dev rows (null = all)
+    # Teacher-labelled augmentation (fadkd/augment.py, TinyBERT-style): N perturbed copies of every
+    # training row, without hard labels; the teacher's terms use them, the task loss skips them.
+    augment: int = 0  # copies per training row (0 = off); an epoch covers the rows and the copies
+    augment_p: float = 0.1  # per word: probability of dropping it; also the share of words swapped
+    augment_seed: int = 0  # the copies' own seed: every train.seed sees the same rows (one teacher cache)
     # Causal-LM tasks (lm_<GLUE task>, lm_text; fadkd/tasks/lm.py). max_length cuts held-out texts.
     train_file: str | None = None  # lm_text: .txt (one text per line), .jsonl, or a datasets folder
     eval_file: str | None = None  # lm_text: the held-out texts, same formats
@@ -76,6 +81,7 @@ class TaskConfig:
     def __post_init__(self) -> None:
         check_positive("task.max_length", self.max_length)
         check_lm_task(self)
+        check_augment(self)
         if self.data_dir is None and self.name != "lm_text":
             raise ConfigError(
                 f"task.data_dir is not set for task '{self.name}': pass task.data_dir=<folder in "
@@ -259,6 +265,11 @@ class Config:
 
     def __post_init__(self) -> None:
         lm = self.task.name.strip().lower().startswith("lm_")
+        if self.task.augment and not (self.loss.alpha > 0 or self.loss.needs_features):
+            raise ConfigError(
+                f"task.augment={self.task.augment} adds copies without hard labels, which only a teacher term can "
+                "learn from; set loss.alpha (or beta, gamma, delta) above 0, or task.augment=0"
+            )
         if not lm and self.student.init == "from_teacher":
             raise ConfigError(
                 f"student.init=from_teacher builds a causal LM from the teacher's layers; task '{self.task.name}' "

@@ -83,6 +83,19 @@ def check_lm_model(cfg: "ModelConfig") -> None:
         )
 
 
+def check_augment(cfg: "TaskConfig") -> None:
+    """task.augment, task.augment_p (fadkd/augment.py)."""
+    if isinstance(cfg.augment, bool) or cfg.augment < 0:
+        raise ConfigError(f"task.augment={cfg.augment} must be a whole number >= 0 (perturbed copies per training row)")
+    if not 0 < cfg.augment_p < 1:
+        raise ConfigError(f"task.augment_p={cfg.augment_p} must be between 0 and 1: the chance each word is dropped")
+    if cfg.augment and cfg.name.strip().lower().startswith("lm_"):
+        raise ConfigError(
+            f"task.augment={cfg.augment} perturbs GLUE rows; causal-LM task '{cfg.name}' trains on packed text: "
+            "set task.augment=0"
+        )
+
+
 def check_lm_task(cfg: "TaskConfig") -> None:
     """The causal-LM fields: lengths, prompt share, and lm_text's files."""
     check_positive("task.max_new_tokens", cfg.max_new_tokens)

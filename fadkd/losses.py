@@ -118,13 +118,14 @@ def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
     """Supervised loss of the student.
 
     Regression: MSE of logits.squeeze(-1) ([B, 1] -> [B]) against float labels [B].
-    Classification: cross-entropy of logits [B, C] against class ids [B].
+    Classification: cross-entropy of logits [B, C] against class ids [B], averaged over labelled rows.
     Causal LM: logits [B, L, V], labels [B, L] aligned with input_ids (Hugging Face
     convention); shifted here so position i predicts token i+1; label -100 is ignored.
     """
-    if is_regression:
-        pred = logits.float().squeeze(-1)
-        return F.mse_loss(pred, labels.float().reshape(pred.shape))
+    if is_regression:  # NaN labels (task.augment's copies) are skipped
+        pred, target = logits.float().squeeze(-1), labels.float().reshape(-1)
+        known = ~target.isnan()
+        return ((pred - target.nan_to_num()) ** 2 * known).sum() / known.sum().clamp(min=1)
     if logits.dim() == 3:
         vocab = logits.shape[-1]
         return F.cross_entropy(
@@ -132,7 +133,8 @@ def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
             labels[:, 1:].reshape(-1).long(),
             ignore_index=-100,
         )
-    return F.cross_entropy(logits.float(), labels.long())
+    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=-100, reduction="sum")  # -100: augment's copies
+    return ce / (labels != -100).sum().clamp(min=1)
 
 
 @dataclass(frozen=True)

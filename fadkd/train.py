@@ -43,6 +43,7 @@ from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
 from fadkd.step import StepParts, build_optimizer, feature_scale, train_step
+from fadkd.augment import augment_rows
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
@@ -98,6 +99,12 @@ def train(cfg: Config, out_dir: Path) -> dict:
         task = get_task(cfg.task.name)
         data_dir = resolve_data_dir(cfg.task.data_dir)
         train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
+        if cfg.task.augment:  # teacher-labelled copies (fadkd/augment.py)
+            t = cfg.task
+            train_rows = augment_rows(
+                train_rows, task.text_columns, t.augment, t.augment_p, t.augment_seed, task.is_regression
+            )
+            console.print(f"task.augment={t.augment}: {len(train_rows)} training rows, hard labels on the originals")
         train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
         dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
         student_tok = load_tokenizer(cfg.student, "student")
