@@ -14,7 +14,14 @@ from hydra.core.config_store import ConfigStore
 from omegaconf import DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
-from fadkd.config_checks import ConfigError, check_augment, check_lm_model, check_lm_task, check_positive, check_term_choice
+from fadkd.config_checks import (
+    ConfigError,
+    check_augment,
+    check_lm_model,
+    check_lm_task,
+    check_positive,
+    check_term_choice,
+)
 
 
 @dataclass

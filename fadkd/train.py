@@ -24,6 +24,7 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from fadkd import attention, distributed
+from fadkd.augment import augment_rows
 from fadkd.capture import layers_to_capture, run_model
 from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
@@ -43,7 +44,6 @@ from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
 from fadkd.step import StepParts, build_optimizer, feature_scale, train_step
-from fadkd.augment import augment_rows
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher

@@ -36,15 +36,23 @@ def test_copies_follow_the_rows_without_labels_and_repeat_with_the_seed():
     assert [r["label"] for r in out[2:]] == [UNLABELLED] * 4
     assert out == augment_rows(ROWS, ("sentence1", "sentence2"), 2, 0.2, seed=3, regression=False)
     assert out != augment_rows(ROWS, ("sentence1", "sentence2"), 2, 0.2, seed=4, regression=False)
-    reg = augment_rows([{"sentence1": "a b c", "sentence2": "d e f", "label": 2.5}], ("sentence1", "sentence2"),
-                       1, 0.2, seed=0, regression=True)
+    reg = augment_rows(
+        [{"sentence1": "a b c", "sentence2": "d e f", "label": 2.5}],
+        ("sentence1", "sentence2"),
+        1,
+        0.2,
+        seed=0,
+        regression=True,
+    )
     assert math.isnan(reg[1]["label"])
 
 
 def test_task_loss_skips_unlabelled_rows():
     logits = torch.randn(4, 2, requires_grad=True)
     labels = torch.tensor([1, UNLABELLED, 0, UNLABELLED])
-    assert task_loss(logits, labels, False).item() == pytest.approx(F.cross_entropy(logits[[0, 2]], labels[[0, 2]]).item())
+    assert task_loss(logits, labels, False).item() == pytest.approx(
+        F.cross_entropy(logits[[0, 2]], labels[[0, 2]]).item()
+    )
     none = task_loss(logits, torch.full((4,), UNLABELLED), False)
     none.backward()
     assert none.item() == 0 and torch.all(logits.grad == 0)  # a batch of copies: no task signal, no NaN
