@@ -117,23 +117,18 @@ def attention_loss(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor) -> 
 def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
     """Supervised loss of the student.
 
-    Regression: MSE of logits.squeeze(-1) ([B, 1] -> [B]) against float labels [B].
-    Classification: cross-entropy of logits [B, C] against class ids [B], averaged over labelled rows.
-    Causal LM: logits [B, L, V], labels [B, L] aligned with input_ids (Hugging Face
-    convention); shifted here so position i predicts token i+1; label -100 is ignored.
+    Regression: MSE of logits.squeeze(-1) ([B, 1] -> [B]) against float labels [B], NaN skipped.
+    Classification: cross-entropy of logits [B, C] against class ids [B], -100 skipped (the two
+    marks of task.augment's copies). Causal LM: logits [B, L, V], labels [B, L] aligned with input_ids
+    (Hugging Face convention); shifted here so position i predicts token i+1; label -100 is ignored.
     """
-    if is_regression:  # NaN labels (task.augment's copies) are skipped
+    if is_regression:
         pred, target = logits.float().squeeze(-1), labels.float().reshape(-1)
         known = ~target.isnan()
         return ((pred - target.nan_to_num()) ** 2 * known).sum() / known.sum().clamp(min=1)
-    if logits.dim() == 3:
-        vocab = logits.shape[-1]
-        return F.cross_entropy(
-            logits[:, :-1].float().reshape(-1, vocab),
-            labels[:, 1:].reshape(-1).long(),
-            ignore_index=-100,
-        )
-    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=-100, reduction="sum")  # -100: augment's copies
+    if logits.dim() == 3:  # position i predicts token i+1: one row per predicted token
+        logits, labels = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
+    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=-100, reduction="sum")
     return ce / (labels != -100).sum().clamp(min=1)
 
 
