@@ -6,8 +6,9 @@ hard label (the task loss skips it), while the soft-logit and feature terms use 
 The perturbation here needs no extra model or word list: within each text field of a row, every
 word is dropped with probability p (at least one word stays) and round(p · words) random pairs of
 words swap places (EDA's random deletion and swap, Wei & Zou 2019). TinyBERT replaces words with
-a masked LM's or GloVe's neighbours instead; neither exists offline here, and the teacher's label
-makes a meaning-changing copy as useful as a meaning-preserving one.
+a masked LM's or GloVe's neighbours instead; neither exists offline here. A copy whose meaning changed
+is still a valid input: the teacher, not the original label, says what it is. (On MRPC this did not
+help: README, "Quality suite".)
 
 The copies are drawn with their own seed (task.augment_seed, not train.seed), so every seed of a
 suite trains on the same rows and one teacher cache (keyed by the rows) serves them all.
