@@ -46,6 +46,9 @@ class ModelConfig:
     init: str = "random"  # random (path, or the tiny preset above) | from_teacher
     keep_layers: list[int] | None = None  # from_teacher: teacher layers kept, 0-based (model.layers[i])
     every_k: int | None = None  # from_teacher: keep teacher layers 0, k, 2k, ... instead
+    # from_teacher: take the kept layers (and embeddings) from this checkpoint of the teacher's architecture
+    # (e.g. its pretrained base, as Patient KD does) instead of the teacher itself (null = the teacher)
+    layers_from: str | None = None
 
     def __post_init__(self) -> None:
         check_lm_model(self)
@@ -76,6 +79,11 @@ class TaskConfig:
     augment: int = 0  # copies per training row (0 = off); an epoch covers the rows and the copies
     augment_p: float = 0.1  # per word: probability of dropping it; also the share of words swapped
     augment_seed: int = 0  # the copies' own seed: every train.seed sees the same rows (one teacher cache)
+    augment_method: str = "eda"  # eda (word drop + swap) | lm (words proposed by task.augment_lm, fadkd/lm_augment.py)
+    augment_lm: str | None = None  # augment_method=lm: a causal LM folder (e.g. the smollm2-135m of `make models`)
+    # The unlabelled pool (fadkd/pool.py): texts the teacher labels and the task loss never sees.
+    unlabelled_rows: int = 0  # N training rows after the first max_train_samples, their labels hidden
+    unlabelled_file: str | None = None  # .tsv (header with the task's text columns), .jsonl or .txt texts
     # Causal-LM tasks (lm_<GLUE task>, lm_text; fadkd/tasks/lm.py). max_length cuts held-out texts.
     train_file: str | None = None  # lm_text: .txt (one text per line), .jsonl, or a datasets folder
     eval_file: str | None = None  # lm_text: the held-out texts, same formats
@@ -97,15 +105,15 @@ class TaskConfig:
             )
 
 
-MAPPING_STRATEGIES = ("uniform", "last", "explicit")
-FEATURE_SCHEDULES = ("constant", "linear", "cosine")
+MAPPING_STRATEGIES = ("uniform", "last", "explicit", "kept")
+FEATURE_SCHEDULES = ("constant", "linear", "cosine", "staged")
 
 
 @dataclass
 class MappingConfig:
     """Which student layer learns from which teacher layer (see fadkd/mapping.py)."""
 
-    strategy: str = "uniform"  # uniform | last | explicit
+    strategy: str = "uniform"  # uniform | last | explicit | kept (from_teacher students: each kept layer's own output)
     pairs: list[Any] | None = None  # explicit only: [[student, teacher], ...], 1-based
     layer_weights: list[float] | None = None  # λ per pair (default 1.0 each)
     include_embeddings: bool = False  # also align the embedding outputs (layer 0 <-> 0)
@@ -147,8 +155,11 @@ class LossConfig:
     feature_norm: str = "none"  # none | standardize
     # Feature terms as a warm start: β, γ, δ (and relations) scaled by a factor that falls from 1 to 0
     # over the first `feature_until` share of the optimizer steps, then stays 0 (α and ce untouched).
-    feature_schedule: str = "constant"  # constant | linear | cosine
+    feature_schedule: str = "constant"  # constant | linear | cosine | staged
     feature_until: float = 1.0  # share of the steps at which a decaying schedule reaches 0, in (0, 1]
+    # staged (TinyBERT's order): `intermediate_epochs` epochs of β, γ, δ alone, then train.epochs (or
+    # train.max_steps) of α and ce alone, each stage with its own warmup and linear decay.
+    intermediate_epochs: int = 0
 
     def __post_init__(self) -> None:
         check_term_choice(self)
@@ -172,6 +183,18 @@ class LossConfig:
         if self.feature_schedule not in FEATURE_SCHEDULES:
             raise ConfigError(
                 f"loss.feature_schedule={self.feature_schedule!r} is not one of {', '.join(FEATURE_SCHEDULES)}"
+            )
+        staged = self.feature_schedule == "staged"
+        if staged != (self.intermediate_epochs > 0) or self.intermediate_epochs < 0:
+            raise ConfigError(
+                f"loss.feature_schedule={self.feature_schedule} with loss.intermediate_epochs="
+                f"{self.intermediate_epochs}: the intermediate-layer stage's epochs (>= 1) go with "
+                "feature_schedule=staged only"
+            )
+        if staged and not (self.needs_features and (self.alpha > 0 or self.ce > 0)):
+            raise ConfigError(
+                "loss.feature_schedule=staged trains β, γ, δ first, then α and ce: set some of beta, gamma, delta "
+                "and some of alpha, ce above 0"
             )
         if not 0 < self.feature_until <= 1:
             raise ConfigError(f"loss.feature_until={self.feature_until} must be in (0, 1]: a share of the steps")
@@ -272,15 +295,13 @@ class Config:
 
     def __post_init__(self) -> None:
         lm = self.task.name.strip().lower().startswith("lm_")
-        if self.task.augment and not (self.loss.alpha > 0 or self.loss.needs_features):
+        t = self.task
+        unlabelled = [f"{k}={v}" for k, v in (("task.augment", t.augment), ("task.unlabelled_rows", t.unlabelled_rows),
+                      ("task.unlabelled_file", t.unlabelled_file)) if v]  # fmt: skip
+        if unlabelled and not (self.loss.alpha > 0 or self.loss.needs_features):
             raise ConfigError(
-                f"task.augment={self.task.augment} adds copies without hard labels, which only a teacher term can "
-                "learn from; set loss.alpha (or beta, gamma, delta) above 0, or task.augment=0"
-            )
-        if not lm and self.student.init == "from_teacher":
-            raise ConfigError(
-                f"student.init=from_teacher builds a causal LM from the teacher's layers; task '{self.task.name}' "
-                "trains classifiers: use a causal-LM task (task=lm_sst2, task=lm_text) or student.init=random"
+                f"{unlabelled[0]} adds rows without hard labels, which only a teacher term can "
+                "learn from; set loss.alpha (or beta, gamma, delta) above 0, or leave them out"
             )
         for role, model in (("teacher", self.teacher), ("student", self.student)):
             if not lm and model.path is None and model.arch == "llama":

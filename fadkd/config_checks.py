@@ -57,6 +57,11 @@ def check_lm_model(cfg: "ModelConfig") -> None:
         raise ConfigError(f"model '{cfg.name}': init='{cfg.init}' is unknown; choose random or from_teacher")
     chosen = [k for k in ("keep_layers", "every_k") if getattr(cfg, k) is not None]
     if cfg.init == "random":
+        if cfg.layers_from is not None:
+            raise ConfigError(
+                f"model '{cfg.name}': layers_from={cfg.layers_from} is set but init=random; it gives the kept layers "
+                "only with student.init=from_teacher"
+            )
         if chosen:
             raise ConfigError(
                 f"model '{cfg.name}': {chosen[0]} is set but init=random; it picks teacher layers only "
@@ -89,6 +94,20 @@ def check_augment(cfg: "TaskConfig") -> None:
         raise ConfigError(f"task.augment={cfg.augment} must be a whole number >= 0 (perturbed copies per training row)")
     if not 0 < cfg.augment_p < 1:
         raise ConfigError(f"task.augment_p={cfg.augment_p} must be between 0 and 1: the chance each word is dropped")
+    if cfg.augment_method not in ("eda", "lm"):
+        raise ConfigError(f"task.augment_method={cfg.augment_method!r} is not one of eda, lm")
+    if isinstance(cfg.unlabelled_rows, bool) or cfg.unlabelled_rows < 0:
+        raise ConfigError(f"task.unlabelled_rows={cfg.unlabelled_rows} must be a whole number >= 0")
+    if cfg.unlabelled_rows and cfg.max_train_samples is None:
+        raise ConfigError(
+            f"task.unlabelled_rows={cfg.unlabelled_rows} hides the labels of the training rows after the first "
+            "task.max_train_samples, which is unset (every row is labelled); set task.max_train_samples=N"
+        )
+    if (cfg.unlabelled_rows or cfg.unlabelled_file) and cfg.name.strip().lower().startswith("lm_"):
+        raise ConfigError(
+            f"task.unlabelled_rows / task.unlabelled_file add unlabelled GLUE rows; causal-LM task '{cfg.name}' "
+            "has no labels to hide: leave them unset"
+        )
     if cfg.augment and cfg.name.strip().lower().startswith("lm_"):
         raise ConfigError(
             f"task.augment={cfg.augment} perturbs GLUE rows; causal-LM task '{cfg.name}' trains on packed text: "

@@ -12,11 +12,9 @@ from the teacher by keeping some of its layers.
   teacher itself, logit for logit (tests/test_lm.py).
 """
 
-import copy
 import os
 
 import torch
-from torch import nn
 from transformers import (
     AutoConfig,
     AutoModelForCausalLM,
@@ -28,6 +26,7 @@ from transformers import (
 
 from fadkd.config import ModelConfig, TaskConfig
 from fadkd.models import ModelError, _check_folder, _looks_local
+from fadkd.shrink import from_teacher, layers_to_keep  # noqa: F401 - re-exported for callers of the causal-LM builders
 
 
 def prepare_tokenizer(tok: PreTrainedTokenizerBase, role: str) -> PreTrainedTokenizerBase:
@@ -101,51 +100,6 @@ def load_causal_lm(cfg: ModelConfig, role: str, tok: PreTrainedTokenizerBase, at
         if isinstance(err, ModelError):
             raise
         raise ModelError(f"{role}: cannot load a causal language model from {cfg.path}: {err}") from None
-
-
-def decoder_layers(model: nn.Module) -> nn.ModuleList:
-    """The list of transformer blocks (model.model.layers for Llama-like models)."""
-    depth = model.config.num_hidden_layers
-    inner = getattr(model, "model", None)
-    if isinstance(getattr(inner, "layers", None), nn.ModuleList):
-        return inner.layers
-    for _, module in model.named_modules():
-        if isinstance(module, nn.ModuleList) and len(module) == depth:
-            return module
-    raise ModelError(f"cannot find the {depth} transformer layers of {type(model).__name__} to keep a subset")
-
-
-def layers_to_keep(cfg: ModelConfig, teacher_depth: int) -> list[int]:
-    """0-based teacher layers the from_teacher student keeps."""
-    keep = list(cfg.keep_layers) if cfg.keep_layers is not None else list(range(0, teacher_depth, cfg.every_k))
-    bad = [k for k in keep if k >= teacher_depth]
-    if bad:
-        raise ModelError(
-            f"student.keep_layers {bad} out of range: the teacher has {teacher_depth} layers, numbered 0 to "
-            f"{teacher_depth - 1}"
-        )
-    return keep
-
-
-def from_teacher(teacher: PreTrainedModel, keep: list[int]) -> PreTrainedModel:
-    """A copy of `teacher` with only the layers `keep` (0-based), renumbered 0..len(keep)-1."""
-    student = copy.deepcopy(teacher)
-    layers = decoder_layers(student)
-    kept = nn.ModuleList(layers[i] for i in keep)
-    for parent in student.modules():  # replace the list wherever it is held
-        for name, child in list(parent.named_children()):
-            if child is layers:
-                setattr(parent, name, kept)
-    for new_index, layer in enumerate(kept):
-        for module in layer.modules():
-            if getattr(module, "layer_idx", None) is not None:
-                module.layer_idx = new_index
-    config = student.config
-    config.num_hidden_layers = len(keep)
-    if isinstance(getattr(config, "layer_types", None), list):
-        config.layer_types = [config.layer_types[i] for i in keep]
-    student.requires_grad_(True)
-    return student.train()
 
 
 def check_lm_lengths(model: PreTrainedModel, task: TaskConfig, role: str) -> None:

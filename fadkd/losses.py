@@ -206,6 +206,7 @@ class DistillLoss(nn.Module):
         # Set before each step by the loop (loss.feature_schedule): multiplies β, γ, δ. At 0 the
         # terms are still computed, so every projection keeps a (zero) gradient, as DDP expects.
         self.feature_scale = 1.0
+        self.prediction_scale = 1.0  # on α and ce: 0 in the intermediate-layer stage of feature_schedule=staged
         if w.layerwise and not self.pairs:
             raise FadkdError(
                 "loss.beta/gamma/delta > 0 but no layer pair has λ > 0; give a pair λ > 0 or set them to 0"
@@ -277,7 +278,7 @@ class DistillLoss(nn.Module):
                 kd = F.mse_loss(student.logits.float().squeeze(-1), teacher.logits.detach().float().squeeze(-1))
             else:
                 kd = self.choice.output_term(student, teacher, w.temperature)
-            add("kd", w.alpha, kd)
+            add("kd", w.alpha * self.prediction_scale, kd)
         if w.layerwise:
             same = student.mask.shape == teacher.mask.shape and torch.equal(student.mask != 0, teacher.mask != 0)
             if not same:
@@ -329,7 +330,7 @@ class DistillLoss(nn.Module):
                 )
             if causal:  # never train on padding
                 labels = labels.masked_fill(student.mask == 0, -100)
-            add("ce", w.ce, task_loss(student.logits, labels, self.is_regression))
+            add("ce", w.ce * self.prediction_scale, task_loss(student.logits, labels, self.is_regression))
         total = torch.stack(weighted).sum()
         return total, terms
 

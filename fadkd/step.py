@@ -7,6 +7,7 @@ from contextlib import nullcontext
 from dataclasses import dataclass
 
 import torch
+from torch.optim.lr_scheduler import LambdaLR
 
 from fadkd.capture import Layers, run_model
 from fadkd.errors import FadkdError
@@ -28,12 +29,15 @@ class StudentLoss(torch.nn.Module):
         return self.loss_fn(run_model(self.student, inputs, self.layers), t_out, labels)
 
 
-def feature_scale(schedule: str, until: float, step: int, total_steps: int) -> float:
+def feature_scale(schedule: str, until: float, step: int, total_steps: int, stage1_steps: int = 0) -> float:
     """The factor on β, γ, δ before optimizer step `step` (0-based) of `total_steps`.
 
     constant: 1. linear / cosine: falls from 1 at step 0 to 0 at `until` × total_steps, then 0
     (the feature terms as a warm start; the logit and task terms carry the rest of training).
+    staged: 1 for the first `stage1_steps` (the intermediate-layer stage), then 0.
     """
+    if schedule == "staged":
+        return 1.0 if step < stage1_steps else 0.0
     if schedule == "constant" or total_steps <= 0:
         return 1.0
     progress = min(step / (until * total_steps), 1.0)
@@ -42,6 +46,25 @@ def feature_scale(schedule: str, until: float, step: int, total_steps: int) -> f
     if schedule == "cosine":
         return 0.5 * (1.0 + math.cos(math.pi * progress))
     raise FadkdError(f"feature schedule {schedule!r} is not one of constant, linear, cosine")
+
+
+def prediction_scale(schedule: str, step: int, stage1_steps: int) -> float:
+    """The factor on α and ce: 0 during the intermediate-layer stage of loss.feature_schedule=staged, else 1."""
+    return 0.0 if schedule == "staged" and step < stage1_steps else 1.0
+
+
+def staged_lr(optimizer, warmup_ratio: float, stage1_steps: int, stage2_steps: int) -> LambdaLR:
+    """Two linear schedules back to back (TinyBERT trains its stages as two runs): each stage warms up over
+    warmup_ratio of its own steps, then decays linearly to 0 at its end."""
+
+    def factor(step: int) -> float:
+        start, length = (0, stage1_steps) if step < stage1_steps else (stage1_steps, stage2_steps)
+        at, warmup = step - start, int(warmup_ratio * length)
+        if at < warmup:
+            return at / max(1, warmup)
+        return max(0.0, (length - at) / max(1, length - warmup))
+
+    return LambdaLR(optimizer, factor)
 
 
 FUSED_DEVICES = ("cpu", "cuda")  # where torch has a fused AdamW kernel for fp32 parameters

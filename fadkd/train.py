@@ -24,7 +24,6 @@ from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from fadkd import attention, distributed
-from fadkd.augment import augment_rows
 from fadkd.capture import layers_to_capture, run_model
 from fadkd.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
 from fadkd.config import Config
@@ -37,13 +36,15 @@ from fadkd.lm_run import prepare_lm
 from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
-from fadkd.models import check_max_length, depth, load_classifier, load_tokenizer, model_shape, width
+from fadkd.models import check_max_length, depth, load_tokenizer, model_shape, width
+from fadkd.pool import training_rows
 from fadkd.progress import progress_bar
 from fadkd.projections import fit_feature_norm, fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
 from fadkd.run_dir import prepare_run_dir, run_metrics, save_student
-from fadkd.step import StepParts, build_optimizer, feature_scale, train_step
+from fadkd.shrink import build_classifier_student, kept_pairs
+from fadkd.step import StepParts, build_optimizer, feature_scale, prediction_scale, staged_lr, train_step
 from fadkd.tasks.glue import get_task, load_split
 from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
@@ -98,17 +99,11 @@ def train(cfg: Config, out_dir: Path) -> dict:
     else:
         task = get_task(cfg.task.name)
         data_dir = resolve_data_dir(cfg.task.data_dir)
-        train_rows = load_split(task, "train", data_dir, cfg.task.max_train_samples).to_list()
-        if cfg.task.augment:  # teacher-labelled copies (fadkd/augment.py)
-            t = cfg.task
-            train_rows = augment_rows(
-                train_rows, task.text_columns, t.augment, t.augment_p, t.augment_seed, task.is_regression
-            )
-            console.print(f"task.augment={t.augment}: {len(train_rows)} training rows, hard labels on the originals")
-        train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
+        train_rows = training_rows(cfg, task, data_dir, console.print)  # labelled, copies, unlabelled pool
         dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
-        student_tok = load_tokenizer(cfg.student, "student")
-        student = load_classifier(cfg.student, "student", task.num_labels, len(student_tok), attn).to(device)
+        built = cfg.student.init == "from_teacher" and not cfg.student.tokenizer  # the teacher's own tokenizer
+        student_tok = load_tokenizer(cfg.teacher if built else cfg.student, "student")
+        student = build_classifier_student(cfg, task.num_labels, len(student_tok), attn).to(device)
         check_max_length(student, cfg.task.max_length, "student")
         teacher_tok = teacher_shape = None
         if use_teacher:
@@ -119,8 +114,9 @@ def train(cfg: Config, out_dir: Path) -> dict:
     pairs = []
     if cfg.loss.needs_features:
         m = cfg.mapping
+        strategy, explicit = ("explicit", kept_pairs(cfg)) if m.strategy == "kept" else (m.strategy, m.pairs)
         pairs = build_mapping(
-            m.strategy, depth(student), teacher_shape["layers"], m.pairs, m.layer_weights, m.include_embeddings
+            strategy, depth(student), teacher_shape["layers"], explicit, m.layer_weights, m.include_embeddings
         )
     loss_fn = DistillLoss(
         weights,
@@ -134,7 +130,9 @@ def train(cfg: Config, out_dir: Path) -> dict:
     features, relations = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.attn == "relations"
     s_layers = layers_to_capture(pairs, features, cfg.loss.delta > 0, relations)[0]
     console.print(f"[bold]{loss_fn}")
-    if cfg.loss.feature_schedule != "constant" and cfg.loss.needs_features:
+    if cfg.loss.feature_schedule == "staged":
+        console.print(f"staged: {cfg.loss.intermediate_epochs} epoch(s) of β, γ, δ alone, then α and ce alone")
+    elif cfg.loss.feature_schedule != "constant" and cfg.loss.needs_features:
         console.print(
             f"β, γ, δ × a {cfg.loss.feature_schedule} decay from 1 to 0 over the first "
             f"{cfg.loss.feature_until:.0%} of the steps"
@@ -153,11 +151,16 @@ def train(cfg: Config, out_dir: Path) -> dict:
     )  # fmt: skip
     loader = make_loader(train_rows, collator, local_batch, sampler)  # this rank's share of each global batch
     batches_per_epoch = math.ceil(len(train_rows) / cfg.train.batch_size)
-    total_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
+    task_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
+    stage1 = cfg.loss.intermediate_epochs * batches_per_epoch  # feature_schedule=staged: β, γ, δ alone first
+    total_steps = stage1 + task_steps
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     groups = param_groups(student, loss_fn, cfg.train.lr, cfg.loss.projection_lr)
     optimizer = build_optimizer(groups, cfg.train.lr, cfg.train.weight_decay, cfg.train.fused_adamw, device)
-    scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
+    if stage1:
+        scheduler = staged_lr(optimizer, cfg.train.warmup_ratio, stage1, task_steps)
+    else:
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total_steps), total_steps)
 
     state = TrainState()
     checkpoints = safe_dir(out_dir, "checkpoints")
@@ -233,8 +236,9 @@ def train(cfg: Config, out_dir: Path) -> dict:
             sampler.set_epoch(state.epoch, start=state.batch_in_epoch * cfg.train.batch_size)
             for batch in loader:
                 loss_fn.feature_scale = feature_scale(
-                    cfg.loss.feature_schedule, cfg.loss.feature_until, state.step, total_steps
+                    cfg.loss.feature_schedule, cfg.loss.feature_until, state.step, total_steps, stage1
                 )
+                loss_fn.prediction_scale = prediction_scale(cfg.loss.feature_schedule, state.step, stage1)
                 loss, terms, grad_norm, bad = train_step(parts, batch.to(device), device)
                 state.step += 1
                 state.batch_in_epoch += 1
@@ -249,6 +253,8 @@ def train(cfg: Config, out_dir: Path) -> dict:
                     row["lr"] = scheduler.get_last_lr()[0]
                     if cfg.loss.feature_schedule != "constant":
                         row["feature_scale"] = loss_fn.feature_scale
+                    if stage1:
+                        row["prediction_scale"] = loss_fn.prediction_scale
                     if grad_norm is not None:  # computed when clipping (train.grad_clip > 0)
                         row["grad_norm"] = grad_norm.item()
                     row["samples_per_s"] = window_samples / max(now - window_start, 1e-9)
