@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun quality
+.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun quality quality-shrink
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -80,3 +80,16 @@ GLUE ?= ../shared/data/glue
 quality: $(STAMP)  ## GLUE ablation (teacher, student alone, KD only, features only, full) x SEEDS on TASKS (needs `make models`) -> bench/results/quality_<tasks>.md, quality.jsonl
 	$(BIN)/python scripts/glue_suite.py --tasks $(TASKS) --seeds $(SEEDS) --epochs $(EPOCHS) --full $(FULL) \
 		--data-dir $(GLUE) $(if $(strip $(ROWS)),--rows $(ROWS))
+
+# Issue 18's suite: a student built from the fine-tuned teacher's layers; rows student alone, KD only,
+# the recipe, and the last two on teacher-labelled data. SST-2 keeps 8,000 labelled rows and hides the
+# labels of the next POOL (the unlabelled pool); MRPC and RTE get LM-written copies (conf/data/lm_copies.yaml).
+SHRINK_TEACHER ?= mpnet-base
+SHRINK_KEEP ?= [0,4,8,11]
+POOL ?= 16000
+quality-shrink: $(STAMP)  ## issue 18's suite on SST-2 (8k labels + POOL unlabelled) x SEEDS (needs `make models`) -> bench/results/quality_shrink_sst2.md, quality.jsonl
+	$(BIN)/python scripts/glue_suite.py --shrink --tasks sst2 --seeds $(SEEDS) --epochs $(EPOCHS) --data-dir $(GLUE) \
+		--out outputs/shrink --teacher $(SHRINK_TEACHER) --teacher-lr 5e-5 --student from-teacher \
+		--student-extra 'student.keep_layers=$(SHRINK_KEEP)' --student-label "$(SHRINK_TEACHER) layers $(SHRINK_KEEP)" \
+		--extra task.max_train_samples=8000 --data-extra task.augment=0 task.unlabelled_rows=$(POOL) \
+		--md bench/results/quality_shrink_sst2.md

@@ -43,9 +43,10 @@ def training_rows(cfg: Config, task: GlueTask, data_dir: str | None, log=print) 
         pool += read_unlabelled(task, Path(t.unlabelled_file).expanduser())
     rows += [{**row, "label": math.nan if task.is_regression else UNLABELLED} for row in pool]
     if copies or pool:
+        method = f" ({t.augment_method})" if copies else ""
         log(
-            f"training rows: {labelled} labelled, {copies} teacher-labelled copies ({t.augment_method}), "
-            f"{len(pool)} unlabelled; the task loss reads the {labelled} labelled, the teacher's terms all {len(rows)}"
+            f"training rows: {labelled} labelled, {copies} teacher-labelled copies{method}, {len(pool)} unlabelled; "
+            f"the task loss reads the {labelled} labelled, the teacher's terms all {len(rows)}"
         )
     return [{**row, "_index": i} for i, row in enumerate(rows)]
 

@@ -58,8 +58,18 @@ BASE_ROWS = {
     "kd_only": "ablation_kd_only",
     "features_only": "ablation_features_only",
 }
+# --shrink (issue 18): a student built from the teacher, fadkd's recipe, and teacher-labelled data.
+SHRINK_ROWS = {
+    "student_alone": "ablation_student_alone",
+    "kd_only": "ablation_kd_only",
+    "recipe": "recipe",
+    "kd_only_data": "kd_only_data",
+    "recipe_data": "recipe_data",
+}
+DATA_ROWS = ("kd_only_data", "recipe_data")
 LABELS = {"teacher": "teacher", "student_alone": "student alone", "kd_only": "KD only"}
-LABELS.update({"features_only": "features only", "full": "full"})
+LABELS.update({"features_only": "features only", "full": "full", "recipe": "recipe"})
+LABELS.update({"kd_only_data": "KD only + teacher-labelled data", "recipe_data": "recipe + teacher-labelled data"})
 SKIPPED_OVERRIDES = ("train.resume=", "train.overwrite=", "hydra.mode=")
 console = Console(soft_wrap=True)  # commands stay copyable
 CONF_DIR = Path(os.environ.get("FADKD_CONF_DIR", ROOT / "conf"))
@@ -86,9 +96,9 @@ def machine() -> str:
     )
 
 
-def parse_rows(full: str, extra: list[str]) -> dict[str, str]:
-    """Row name -> experiment config: the three fixed rows, full, then the extras in order."""
-    rows = {**BASE_ROWS, "full": full}
+def parse_rows(full: str, extra: list[str], shrink: bool = False) -> dict[str, str]:
+    """Row name -> experiment config: the three fixed rows, full, then the extras in order (--shrink: its five)."""
+    rows = dict(SHRINK_ROWS) if shrink else {**BASE_ROWS, "full": full}
     for item in extra:
         name, sep, experiment = item.partition("=")
         if not sep or not name or not experiment or name == "teacher" or name in rows:
@@ -127,13 +137,14 @@ def teacher_args(ns, task: str) -> list[str]:
 
 def row_args(ns, task: str, row: str, experiment: str, seed: int, cache: bool = True) -> list[str]:
     args = [f"experiment={experiment}", f"student={ns.student}"]
-    if row != "student_alone":  # no teacher in that row: leave it out of the command
+    if row != "student_alone" or ns.shrink:  # student alone: no teacher, unless the student is built from it
         teacher_dir = ns.out / task / "teacher" / "student"
         args += [f"teacher={ns.teacher}", f"teacher.path={teacher_dir}"]
-        if cache:
+        if cache and row != "student_alone":
             args += ["cache.enabled=true", f"cache.dir={ns.out / task / 'teacher_cache'}"]
     args += [f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}", "train.group_by_length=true"]
-    args += [f"train.epochs={ns.epochs}", f"train.seed={seed}", *ns.extra]
+    args += [f"train.epochs={ns.epochs}", f"train.seed={seed}", *ns.extra, *ns.student_extra]
+    args += ns.data_extra if row in DATA_ROWS else []
     return [*args, f"hydra.run.dir={ns.out / task / row / f'seed{seed}'}"]
 
 
@@ -200,7 +211,7 @@ def write_record(run: Path, record: dict) -> None:
     (run / "suite.json").write_text(json.dumps(record, indent=2) + "\n")
 
 
-def run_line(task: str, row: str, run: Path) -> dict:
+def run_line(ns, task: str, row: str, run: Path) -> dict:
     """The run's line in the issue's schema."""
     record = read_record(run)
     if "commit" not in record:  # not launched by the suite: what we know now
@@ -208,7 +219,9 @@ def run_line(task: str, row: str, run: Path) -> dict:
         write_record(run, record)
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = OmegaConf.load(run / "config.yaml")
+    shrink = {"suite": "shrink", "student": ns.student_label} if ns.shrink else {}
     return {
+        **shrink,
         "task": task,
         "row": row,
         # After the last epoch: no choice made on the dev set it is scored on. The best of the
@@ -293,7 +306,7 @@ def write_markdown(ns, invocation: str, rows: list[str], lines: list[dict], head
         f"- commit: `{commit()}` (each run's own commit: bench/results/quality.jsonl)",
         f"- machine: {here}",
         f"- date: {now()}",
-        f"- teacher `{ns.teacher}` fine-tuned once per task; student `{ns.student}`; seeds "
+        f"- teacher `{ns.teacher}` fine-tuned once per task; student `{ns.student}` {ns.student_label}; seeds "
         f"{', '.join(map(str, ns.seeds))}; {ns.epochs} epoch(s); train={ns.train}",
         "",
         "Dev metrics ×100 after the last epoch (no choice made on the dev set they are scored on), "
@@ -355,6 +368,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--jsonl", type=Path, default=Path("bench/results/quality.jsonl"))
     p.add_argument("--md", type=Path, help="default: bench/results/quality_<tasks>.md")
     p.add_argument("--extra", nargs="*", default=[], metavar="OVERRIDE", help="more overrides for every run")
+    p.add_argument(
+        "--shrink",
+        action="store_true",
+        help="issue 18's rows: student_alone, kd_only, recipe, kd_only_data, recipe_data (lines carry suite=shrink)",
+    )
+    p.add_argument("--student-extra", nargs="*", default=[], metavar="OVERRIDE", help="overrides of the student rows")
+    p.add_argument("--student-label", default="", help="--shrink: the student's description in quality.jsonl")
+    p.add_argument("--data-extra", nargs="*", default=[], metavar="OVERRIDE", help="overrides of the *_data rows only")
     p.add_argument("--fadkd", default=str(Path(sys.executable).parent / "fadkd"), help="the fadkd executable")
     p.add_argument("--no-speed", action="store_true", help="leave out the dev-set inference times")
     p.add_argument("--dry-run", action="store_true", help="print the commands of the missing runs, run nothing")
@@ -369,7 +390,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> None:
     ns = parse_args(argv)
     invocation = shlex.join(["scripts/glue_suite.py", *(sys.argv[1:] if argv is None else argv)])
-    row_configs = parse_rows(ns.full, ns.rows)
+    row_configs = parse_rows(ns.full, ns.rows, ns.shrink)
     unknown = sorted(set(ns.only or []) - set(row_configs))
     if unknown:
         raise SystemExit(f"--only {' '.join(unknown)}: no such row; the rows are {', '.join(row_configs)}")
@@ -393,7 +414,7 @@ def main(argv: list[str] | None = None) -> None:
         runs = [("teacher", ns.out / task / "teacher")]
         runs += [(row, ns.out / task / row / f"seed{seed}") for seed in ns.seeds for row in row_configs]
         runs = [(row, run) for row, run in runs if (run / "metrics.json").is_file()]  # --report-only: the finished
-        lines += [run_line(task, row, run) for row, run in runs]
+        lines += [run_line(ns, task, row, run) for row, run in runs]
         for row, run in runs:
             if (task, row) not in speeds:  # the first run of a row (all seeds share the architecture)
                 speeds[(task, row)] = None if ns.no_speed else dev_seconds(run, here)
