@@ -134,3 +134,20 @@ def test_resume_command_of_a_finetune_run_uses_finetune(tmp_path):
     resume = next_commands(tmp_path, ["teacher@student=mpnet-base", "task=mrpc", f"hydra.run.dir={tmp_path}"])[1]
     assert resume == f"fadkd finetune model=mpnet-base task=mrpc train.resume=true hydra.run.dir={tmp_path}"
     assert next_commands(tmp_path, ["task=mrpc"])[1].startswith("fadkd train task=mrpc ")
+
+
+def test_shrink_rows_pass_the_teacher_to_every_row_and_data_overrides_to_data_rows(suite, tmp_path):
+    ns = suite.parse_args(
+        ["--shrink", "--tasks", "sst2", "--out", str(tmp_path), "--student", "from-teacher"]
+        + ["--student-extra", "student.keep_layers=[0,2,5]", "--data-extra", "task.unlabelled_rows=9"]
+    )
+    rows = suite.parse_rows(ns.full, ns.rows, ns.shrink)
+    assert list(rows) == ["student_alone", "kd_only", "recipe", "kd_only_data", "recipe_data"]
+    alone = suite.row_args(ns, "sst2", "student_alone", rows["student_alone"], 42)
+    data = suite.row_args(ns, "sst2", "recipe_data", rows["recipe_data"], 42)
+    kd = suite.row_args(ns, "sst2", "kd_only", rows["kd_only"], 42)
+    teacher = f"teacher.path={tmp_path}/sst2/teacher/student"
+    assert teacher in alone and not any(a.startswith("cache") for a in alone)  # the student is built from it
+    assert teacher in data and "task.unlabelled_rows=9" in data and "task.unlabelled_rows=9" not in kd
+    assert all("student.keep_layers=[0,2,5]" in args for args in (alone, data, kd))
+    assert "student.keep_layers=[0,2,5]" not in suite.teacher_args(ns, "sst2")
