@@ -145,7 +145,7 @@ LM_CASES = {
     "lm-generation-length": lambda t: ["train", *LM, "task.max_new_tokens=500"],
     "lm-keep-layers": lambda t: ["train", *LM, "student.init=from_teacher", "student.keep_layers=[0,9]"],
     "lm-from-teacher-choice": lambda t: ["train", *LM, "student.init=from_teacher"],
-    "lm-from-teacher-glue": lambda t: ["train", "student=smollm2-135m-third"],
+    "from-teacher-glue-range": lambda t: ["train", "student=from-teacher"],
     "lm-llama-on-glue": lambda t: ["train", "teacher=tiny-llama"],
     "lm-tokenizers-differ": lambda t: ["train", *LM, f"student.tokenizer={_tokenizer_other(t)}"],
     "lm-cache": lambda t: ["train", *LM, "cache.enabled=true"],

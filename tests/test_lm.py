@@ -160,8 +160,7 @@ def test_config_checks_for_lm_fields():
         ModelConfig("s", every_k=2)
     with pytest.raises(ConfigError, match="divide"):
         ModelConfig("s", arch="llama", num_heads=4, num_kv_heads=3)
-    with pytest.raises(ConfigError, match="from_teacher builds a causal LM"):
-        Config(student=ModelConfig("s", init="from_teacher", every_k=2))
+    Config(student=ModelConfig("s", init="from_teacher", every_k=2))  # GLUE students too (fadkd/shrink.py)
     with pytest.raises(ConfigError, match="prompt_fraction"):
         TaskConfig(name="lm_sst2", data_dir="sample", prompt_fraction=1.0)
 
