@@ -318,6 +318,7 @@ def write_markdown(ns, invocation: str, rows: list[str], lines: list[dict], head
         "|" + "---|" * len(header),
         *["| " + " | ".join(line) + " |" for line in cells],
         "",
+        *paired_section(ns, lines),
         "## Commands (first seed of each row)",
         "",
         *[f"- {t} {r}: `{first[(t, r)]['command']}`" for t in ns.tasks for r in rows if (t, r) in first],
@@ -335,6 +336,46 @@ def write_markdown(ns, invocation: str, rows: list[str], lines: list[dict], head
     ]
     ns.md.parent.mkdir(parents=True, exist_ok=True)
     ns.md.write_text("\n".join(out) + "\n")
+
+
+# Paired comparisons (same seed, same data order): the row, then the baseline it is measured against.
+PAIRS = [
+    ("kd_only", "student_alone"),
+    ("recipe", "student_alone"),
+    ("recipe", "kd_only"),
+    ("kd_only_data", "student_alone"),
+    ("recipe_data", "student_alone"),
+    ("recipe_data", "kd_only"),
+    ("recipe_data", "kd_only_data"),
+    ("full", "student_alone"),
+    ("full", "kd_only"),
+]
+
+
+def paired_differences(lines: list[dict], task: str, row: str, base: str) -> list[tuple[int, float]]:
+    """(seed, row − base on the task's first metric, ×100) for every seed both rows have."""
+    by_seed = {(x["row"], x["seed"]): x["metrics"] for x in lines if x["task"] == task}
+    metric = next((next(iter(m)) for (r, _), m in by_seed.items() if r == row), None)
+    seeds = sorted(s for r, s in by_seed if r == row and (base, s) in by_seed)
+    return [(s, 100 * (by_seed[(row, s)][metric] - by_seed[(base, s)][metric])) for s in seeds]
+
+
+def paired_section(ns, lines: list[dict]) -> list[str]:
+    """Markdown lines: each row minus its baseline, seed by seed, and the mean ± std of those differences."""
+    out = []
+    for task in ns.tasks:
+        for row, base in PAIRS:
+            diffs = paired_differences(lines, task, row, base)
+            if not diffs:
+                continue
+            values = [d for _, d in diffs]
+            spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
+            per_seed = ", ".join(f"{s}: {d:+.2f}" for s, d in diffs)
+            out.append(f"| {task} | {row} − {base} | {per_seed} | {statistics.fmean(values):+.2f}{spread} |")
+    if not out:
+        return []
+    head = ["## Paired differences (same seed, first metric, ×100)", "", "| task | rows | per seed | mean ± std |"]
+    return [*head, "|---|---|---|---|", *out, ""]
 
 
 def print_table(header, cells, title: str) -> None:

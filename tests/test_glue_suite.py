@@ -151,3 +151,16 @@ def test_shrink_rows_pass_the_teacher_to_every_row_and_data_overrides_to_data_ro
     assert teacher in data and "task.unlabelled_rows=9" in data and "task.unlabelled_rows=9" not in kd
     assert all("student.keep_layers=[0,2,5]" in args for args in (alone, data, kd))
     assert "student.keep_layers=[0,2,5]" not in suite.teacher_args(ns, "sst2")
+
+
+def test_paired_differences_match_seeds(suite):
+    def line(row, seed, acc):
+        return {"task": "sst2", "row": row, "seed": seed, "metrics": {"accuracy": acc}}
+
+    lines = [line("student_alone", 42, 0.80), line("student_alone", 43, 0.82), line("kd_only", 43, 0.85)]
+    lines += [line("kd_only", 42, 0.79), line("kd_only", 44, 0.99)]  # seed 44 has no baseline
+    diffs = suite.paired_differences(lines, "sst2", "kd_only", "student_alone")
+    assert [s for s, _ in diffs] == [42, 43] and [d for _, d in diffs] == pytest.approx([-1, 3])
+    ns = suite.parse_args(["--tasks", "sst2"])
+    text = "\\n".join(suite.paired_section(ns, lines))
+    assert "| sst2 | kd_only − student_alone | 42: -1.00, 43: +3.00 | +1.00 ± 2.83 |" in text
