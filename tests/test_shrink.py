@@ -6,7 +6,7 @@ import random
 
 import pytest
 import torch
-from transformers import AutoModelForSequenceClassification
+from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from fadkd.config import Config, LossConfig, MappingConfig, ModelConfig, TaskConfig, TrainConfig
 from fadkd.config_checks import ConfigError
@@ -162,3 +162,23 @@ def test_substitution_follows_the_proposals():
     assert {c.split()[1] for c in copies} <= {"Dog", "Bird", "Cat"}  # capitalisation follows the original
     assert substitute("a b", [[], []], 0.5, rng) == "a b"
     assert math.isclose(sum(c == "The Cat runs" for c in copies) / 50, 0.5, abs_tol=0.25)
+
+
+@pytest.mark.parametrize("kind", ["roberta", "mpnet"])
+def test_roberta_and_mpnet_classifiers_keep_layers_too(tmp_path, kind):
+    shape = dict(vocab_size=100, hidden_size=32, num_hidden_layers=4, num_attention_heads=2, intermediate_size=64)
+    config = AutoConfig.for_model(kind, num_labels=2, pad_token_id=1, max_position_embeddings=40, **shape)
+    torch.manual_seed(0)
+    AutoModelForSequenceClassification.from_config(config).save_pretrained(tmp_path / "teacher")
+    cfg = built([0, 3])
+    cfg.teacher = ModelConfig("t", path=str(tmp_path / "teacher"))
+    student = build_classifier_student(cfg, 2, 100, None)
+    assert student.config.num_hidden_layers == 2 and student.config.model_type == kind
+    student.save_pretrained(tmp_path / "student")
+    again = AutoModelForSequenceClassification.from_pretrained(tmp_path / "student")
+    ids = torch.randint(5, 100, (2, 6))
+    assert torch.allclose(logits(again, ids), logits(student, ids), atol=1e-6)
+    cfg.student = ModelConfig("s", init="from_teacher", keep_layers=[0, 1, 2, 3])
+    every = build_classifier_student(cfg, 2, 100, None)
+    teacher = AutoModelForSequenceClassification.from_pretrained(tmp_path / "teacher")
+    assert torch.allclose(logits(every, ids), logits(teacher, ids), atol=1e-6)  # every layer kept: the teacher
