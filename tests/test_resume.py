@@ -33,19 +33,27 @@ def _weights(run_dir, step: int) -> dict[str, torch.Tensor]:
     return load_file(run_dir / "checkpoints" / f"step-{step:08d}" / "student.safetensors")
 
 
-def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path):
+# The staged recipe on a student built from the teacher: stage 1 is the first 5 steps, so the kill at step 7
+# resumes in stage 2 from the checkpoint of step 6, with each stage's own learning-rate schedule.
+STAGED = ["student.init=from_teacher", "student.keep_layers=[0,3]", "mapping=kept", "loss.feature_schedule=staged"]
+STAGED += ["loss.intermediate_epochs=1", "train.max_steps=7"]
+
+
+@pytest.mark.parametrize("extra", [[], STAGED], ids=["default", "staged"])
+def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    run_cli("train", *RUN, f"hydra.run.dir={straight}")
+    args = [*args, *extra]
+    run_cli("train", *args, f"hydra.run.dir={straight}")
 
     env = {**os.environ, "FADKD_FAULT_KILL_AT_STEP": "7"}
     proc = subprocess.run(
-        [sys.executable, "-m", "fadkd", "train", *RUN, f"hydra.run.dir={killed}"],
+        [sys.executable, "-m", "fadkd", "train", *args, f"hydra.run.dir={killed}"],
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
     )  # fmt: skip
     assert proc.returncode == -signal.SIGKILL
     assert latest_checkpoint(killed / "checkpoints")[0].name == "step-00000006"
 
-    run_cli("train", *RUN, "train.resume=true", f"hydra.run.dir={killed}")
+    run_cli("train", *args, "train.resume=true", f"hydra.run.dir={killed}")
     a, b = _weights(straight, 12), _weights(killed, 12)
     assert a.keys() == b.keys()
     for name in a:
