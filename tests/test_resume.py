@@ -42,7 +42,7 @@ STAGED += ["loss.intermediate_epochs=1", "train.max_steps=7"]
 @pytest.mark.parametrize("extra", [[], STAGED], ids=["default", "staged"])
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
-    args = [*args, *extra]
+    args = [*RUN, *extra]
     run_cli("train", *args, f"hydra.run.dir={straight}")
 
     env = {**os.environ, "FADKD_FAULT_KILL_AT_STEP": "7"}
