@@ -64,6 +64,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FadkdError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu (or auto)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise FadkdError(f"train.device={name} but this machine has {torch.cuda.device_count()} GPU(s), cuda:0 first")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise FadkdError("train.device=mps but MPS is not available here; use train.device=cpu (or auto)")
     return torch.device(name)
 
 
