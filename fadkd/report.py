@@ -198,10 +198,21 @@ def write_report(run: Path) -> Path:
 def resume_command(out_dir: Path, overrides: list[str]) -> str:
     """The command that continues the run in `out_dir` (its Hydra overrides, quoted for the shell)."""
     kept = [shlex.quote(o) for o in overrides if not o.startswith(("hydra.run.dir=", "train.resume="))]
-    # `fadkd finetune model=X` is recorded as teacher@student=X, which `fadkd train` refuses.
-    verb = "fadkd finetune" if any(o.startswith("teacher@student=") for o in kept) else "fadkd train"
+    # `fadkd finetune model=X` is recorded as teacher@student=X, which `fadkd train` refuses; a
+    # finetune run without model= is told by the config Hydra composed (conf/finetune.yaml).
+    finetune = any(o.startswith("teacher@student=") for o in kept) or _config_name(out_dir) == "finetune"
+    verb = "fadkd finetune" if finetune else "fadkd train"
     kept = [o.replace("teacher@student=", "model=", 1) for o in kept]
     return " ".join([verb, *kept, "train.resume=true", f"hydra.run.dir={shlex.quote(str(out_dir))}"])
+
+
+def _config_name(out_dir: Path) -> str | None:
+    """The top config Hydra composed the run from (config or finetune), from .hydra/hydra.yaml."""
+    path = out_dir / ".hydra" / "hydra.yaml"
+    try:
+        return str(OmegaConf.load(path).hydra.job.config_name) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged record: fall back to the overrides
+        return None
 
 
 def next_commands(out_dir: Path, overrides: list[str]) -> list[str]:

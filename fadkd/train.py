@@ -13,12 +13,10 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
 from rich.console import Console
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
@@ -81,8 +79,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
     out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
     console.quiet = not dist.is_main
     if dist.is_main:
-        prepare_run_dir(out_dir, cfg.train.resume, cfg.train.overwrite)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
+        prepare_run_dir(out_dir, cfg)  # locks the folder, checks resume's settings, writes config.yaml
     distributed.barrier(dist)
     hf_logging.disable_progress_bar()  # one progress bar: ours
     random.seed(cfg.train.seed)
