@@ -13,10 +13,10 @@ import csv
 import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from fadkd.errors import FadkdError
+from fadkd.progress import make_console
 
 COLUMNS = {  # header -> (metrics key, format)
     "Perplexity": ("perplexity", "{:.2f}"),
@@ -80,7 +80,7 @@ def write_paper_table(paths: list[Path], out_dir: Path | None = None) -> Path:
         table.add_column(h, overflow="fold")
     for line in cells:
         table.add_row(*line)
-    Console().print(table)
+    make_console().print(table)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(line) + " |" for line in cells]
     (out_dir / "paper.md").write_text("\n".join(lines) + "\n")
@@ -88,5 +88,5 @@ def write_paper_table(paths: list[Path], out_dir: Path | None = None) -> Path:
         writer = csv.writer(f)
         writer.writerow(["model", *(k for k, _ in COLUMNS.values())])
         writer.writerows([row["Model"], *(row.get(k) for k, _ in COLUMNS.values())] for row in rows)
-    Console().print(f"wrote {out_dir / 'paper.md'} and {out_dir / 'paper.csv'}")
+    make_console().print(f"wrote {out_dir / 'paper.md'} and {out_dir / 'paper.csv'}")
     return out_dir

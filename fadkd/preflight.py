@@ -15,6 +15,7 @@ import difflib
 import errno
 import hashlib
 import os
+import tempfile
 from pathlib import Path
 
 from fadkd.errors import FadkdError
@@ -79,11 +80,16 @@ def _writable_folder(key: str, path: Path) -> None:
         existing = existing.parent
     if not existing.is_dir():
         raise FadkdError(f"{key}={path}: {existing} is a file, so no folder can be made below it; choose another {key}")
-    if not os.access(existing, os.W_OK | os.X_OK):
+    try:  # made now, as Hydra would a moment later, and written to once
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied", str(existing))
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
         raise FadkdError(
-            f"{key}={path}: cannot write in {existing} (permission denied or read-only); choose a folder you "
-            f"can write, e.g. {key}=outputs/my-run"
-        )
+            f"{key}={path}: cannot create or write the folder ({explain(err)}); choose a folder you can "
+            f"write, e.g. {key}=outputs/my-run"
+        ) from None
 
 
 def check_run_dir(args: list[str]) -> None:

@@ -20,6 +20,7 @@ from rich.table import Table
 
 from fadkd.errors import FadkdError
 from fadkd.plots import plot_run, run_title
+from fadkd.progress import make_console
 
 PLOT_CAPTIONS = {
     "loss_terms.png": "Loss terms over training, unweighted and weighted",
@@ -226,7 +227,7 @@ def next_commands(out_dir: Path, overrides: list[str]) -> list[str]:
 
 def print_summary(metrics: dict, out_dir: Path, overrides: list[str], console: Console | None = None) -> None:
     """The end of `fadkd train`: how the student did, how much smaller it is, where things are, what next."""
-    console = console or Console()
+    console = console or make_console()
     table = Table(title=f"fadkd run finished: {metrics['task']} ({metrics['steps']} steps)", title_justify="left")
     names = list(metrics.get("student") or metrics.get("student_final") or {})
     for col in ["", "params", *names]:

@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from rich.console import Console
 from rich.table import Table
 
 from fadkd.errors import FadkdError
+from fadkd.progress import make_console
 from fadkd.tasks.lm import LOWER_IS_BETTER
 
 
@@ -118,7 +118,7 @@ def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "d
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
-    Console().print(table)
+    make_console().print(table)
 
     lines = [f"All runs: `{shared}`", ""] if shared else []
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -128,5 +128,5 @@ def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "d
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    Console().print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.csv'}")
+    make_console().print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.csv'}")
     return out_dir

@@ -17,7 +17,6 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from rich.console import Console
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
@@ -36,7 +35,7 @@ from fadkd.logs import RunLog
 from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, depth, load_classifier, load_tokenizer, model_shape, width
-from fadkd.progress import progress_bar
+from fadkd.progress import make_console, progress_bar
 from fadkd.projections import fit_feature_norm, fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
@@ -47,7 +46,7 @@ from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
 
 ASSETS = Path(__file__).parent / "assets"
-console = Console()
+console = make_console()  # no hard wraps, full-width tables in a log file
 
 
 def resolve_data_dir(data_dir: str) -> str | None:
