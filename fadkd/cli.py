@@ -36,7 +36,9 @@ def _usage() -> str:
 
 
 def _fail(err: FadkdError) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False, markup=True)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # [qq,kk] stays text
     sys.exit(2)
 
 
@@ -64,6 +66,7 @@ def train_main(config_name: str = "config") -> None:
 
     from fadkd.config import register_configs, to_config
     from fadkd.preflight import check_model_files, register_dirname_resolver
+    from fadkd.run_dir import RunDirError
     from fadkd.search import record_failure, register_resolvers, threads_per_job
 
     register_configs()
@@ -83,6 +86,15 @@ def train_main(config_name: str = "config") -> None:
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except BrokenPipeError:
             raise  # stdout closed (`| head`): main() ends quietly
+        except RunDirError as err:  # the folder held another run: its Hydra record stays its own
+            for path, data in HYDRA_RECORD.items():
+                path.write_bytes(data)
+            if err.run_dir is not None:
+                from fadkd.report import resume_command
+                from fadkd.results import overrides_of
+
+                err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
+            _fail(err)
         except _user_errors() as err:
             if record_failure(hydra_cfg):
                 raise  # a failed job of a parallel launcher or an Optuna search (fadkd/search.py)
@@ -183,13 +195,14 @@ def report_main(args: list[str]) -> None:
     print(write_report(parser.parse_args(args).run))
 
 
+HYDRA_RECORD: dict[Path, bytes] = {}  # an existing run's .hydra/ files (fadkd/preflight.py hydra_record)
 HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-completion", "-sc")
 
 
 def _train_verb(verb: str, rest: list[str]) -> None:
     """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
     from fadkd.distributed import hydra_overrides_for_workers
-    from fadkd.preflight import check_keys, check_run_dir
+    from fadkd.preflight import check_keys, check_run_dir, hydra_record
 
     config_name = "config" if verb == "train" else "finetune"
     if verb == "finetune":
@@ -203,6 +216,8 @@ def _train_verb(verb: str, rest: list[str]) -> None:
     check_keys(rest)
     if not any(a in HYDRA_INFO_FLAGS for a in rest):
         check_run_dir(rest)
+    HYDRA_RECORD.clear()
+    HYDRA_RECORD.update(hydra_record(rest))
     rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
     sys.argv = [f"{sys.argv[0]} {verb}", *rest]  # Hydra parses sys.argv
     train_main(config_name)

@@ -52,9 +52,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_lm_model(self)
         if self.path is None:
-            check_positive(f"{self.name}.num_layers", self.num_layers)
-            check_positive(f"{self.name}.hidden_size", self.hidden_size)
-            check_positive(f"{self.name}.num_heads", self.num_heads)
+            check_positive(f"model '{self.name}': num_layers", self.num_layers)
+            check_positive(f"model '{self.name}': hidden_size", self.hidden_size)
+            check_positive(f"model '{self.name}': num_heads", self.num_heads)
             if self.hidden_size % self.num_heads:
                 raise ConfigError(
                     f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by "

@@ -103,6 +103,16 @@ def check_run_dir(args: list[str]) -> None:
     _writable_folder(key, path.absolute())
 
 
+def hydra_record(args: list[str]) -> dict[Path, bytes]:
+    """The .hydra/ files of an existing run in hydra.run.dir: Hydra rewrites them before fadkd can refuse
+    the folder (fadkd/run_dir.py), so the CLI puts them back when it does."""
+    given = dict(_overrides(args))
+    if "hydra.run.dir" not in given:
+        return {}
+    folder = Path(given["hydra.run.dir"]).expanduser() / ".hydra"
+    return {p: p.read_bytes() for p in folder.glob("*.yaml")} if folder.is_dir() else {}
+
+
 def _split_top(text: str) -> list[str]:
     """Split Hydra's override_dirname at the commas between overrides (not those inside [...])."""
     parts, depth, start = [], 0, 0

@@ -21,6 +21,13 @@ from fadkd.errors import FadkdError
 from fadkd.losses import DistillLoss
 from fadkd.models import count_parameters
 
+
+class RunDirError(FadkdError):
+    """The run folder is in use, holds another run, or holds the run with other settings."""
+
+    run_dir: Path | None = None  # set when the run's resume command would help
+
+
 RUN_FILES = ("config.yaml", "steps.jsonl", "evals.jsonl", "metrics.json", "student", "projections.safetensors")
 
 
@@ -34,13 +41,13 @@ def prepare_run_dir(out_dir: Path, cfg: Config) -> None:
     try:
         out_dir.mkdir(parents=True, exist_ok=True)
     except FileExistsError:
-        raise FadkdError(f"{out_dir} is a file, not a folder; choose another hydra.run.dir") from None
+        raise RunDirError(f"{out_dir} is a file, not a folder; choose another hydra.run.dir") from None
     lock_run_dir(out_dir)
     found = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
     restartable = any((out_dir / "checkpoints").glob("step-*"))
     if resume and not restartable:
         again = "start it again with train.overwrite=true" if found else "start without train.resume"
-        raise FadkdError(
+        raise RunDirError(
             f"train.resume={str(resume).lower()} but {out_dir} holds no checkpoints/ to continue from; {again}"
         )
     if found and not resume:
@@ -50,7 +57,7 @@ def prepare_run_dir(out_dir: Path, cfg: Config) -> None:
                 if restartable
                 else "it stopped before its first checkpoint: replace it"
             )
-            raise FadkdError(
+            raise RunDirError(
                 f"{out_dir} already holds a run ({', '.join(found)}); {what} with train.overwrite=true, "
                 "or choose another hydra.run.dir"
             )
@@ -77,7 +84,7 @@ def lock_run_dir(out_dir: Path) -> None:
     except OSError:
         pid = os.read(fd, 32).decode(errors="replace").strip() or "unknown"
         os.close(fd)
-        raise FadkdError(
+        raise RunDirError(
             f"{out_dir} is in use by another fadkd run (pid {pid}) that is still training; wait for it to end "
             "or stop it (Ctrl-C, which checkpoints) before resuming, or choose another hydra.run.dir"
         ) from None
@@ -116,10 +123,12 @@ def check_same_settings(out_dir: Path, old, new, resume) -> None:
     if resume == "force":
         print(f"train.resume=force: continuing {out_dir} with changed settings: {listing}", file=sys.stderr)
         return
-    raise FadkdError(
+    err = RunDirError(
         f"the settings differ from the run's {out_dir / 'config.yaml'}: {listing}. Resume with the run's own "
-        "settings (drop those overrides), continue anyway with train.resume=force, or start a new run"
+        "settings (the command below), continue anyway with train.resume=force, or start a new run"
     )
+    err.run_dir = out_dir  # the CLI adds the run's resume command (from its own Hydra record)
+    raise err
 
 
 def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:
