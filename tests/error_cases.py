@@ -162,18 +162,25 @@ CHOICE_CASES = {
 
 PATH_CASES = {
     "data-dir-file": lambda t: ["train", f"task.data_dir={_file(t)}"],
-    "tsv-not-utf8-line": lambda t: ["train", _non_utf8_line_30(t)],
+    "tsv-bad-bytes-line": lambda t: ["train", _non_utf8_line_30(t)],
     "model-path-file": lambda t: ["train", f"teacher.path={_file(t)}"],
     "model-truncated": lambda t: ["train", *_truncated_model(t)],
-    "lm-text-not-utf8": lambda t: ["train", *LM[1:], "task=lm_text", f"task.train_file={_file(t, 'b.txt')}",
-                                   f"task.eval_file={_file(t, 'dev.txt')}", "--bad-bytes"],
+    "lm-text-bad-bytes": lambda t: [
+        "train",
+        *LM[1:],
+        "task=lm_text",
+        f"task.train_file={_file(t, 'b.txt')}",
+        f"task.eval_file={_file(t, 'dev.txt')}",
+        "--bad-bytes",
+    ],
     "run-dir-file": lambda t: ["train", f"hydra.run.dir={_file(t)}"],
     "run-dir-under-file": lambda t: ["train", f"hydra.run.dir={_file(t)}/run"],
     "run-dir-unwritable": lambda t: ["train", "hydra.run.dir=/sys/fadkd-run"],
     "run-dir-name-too-long": lambda t: ["train", f"hydra.run.dir={t / ('x' * 300)}"],
     "sweep-dir-file": lambda t: ["train", "-m", f"hydra.sweep.dir={_file(t)}", "loss.alpha=0,1"],
-    "disk-full": lambda t: _raising(OSError(errno.ENOSPC, "No space left on device", str(t / "steps.jsonl")),
-                                    _train(t)),
+    "disk-full": lambda t: _raising(
+        OSError(errno.ENOSPC, "No space left on device", str(t / "steps.jsonl")), _train(t)
+    ),
     "table-out-file": lambda t: ["table", str(t), "--out", str(_file(t))],
     "table-no-args": lambda t: ["table"],
     "table-layout-unknown": lambda t: ["table", str(t), "--layout", "fancy"],
