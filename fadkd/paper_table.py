@@ -10,13 +10,13 @@ Tokens/s is greedy generation throughput. Writes paper.md and paper.csv (unround
 """
 
 import csv
-import json
 from pathlib import Path
 
 from rich.table import Table
 
 from fadkd.errors import FadkdError
 from fadkd.progress import make_console
+from fadkd.results import read_metrics
 
 COLUMNS = {  # header -> (metrics key, format)
     "Perplexity": ("perplexity", "{:.2f}"),
@@ -44,7 +44,7 @@ def paper_rows(paths: list[Path]) -> list[dict]:
     """The teacher row, then one row per run: {"Model": name, metric key: value, ...}."""
     rows, teacher = [], None
     for run in _ordered_runs(paths):
-        m = json.loads((run / "metrics.json").read_text())
+        m = read_metrics(run)
         student = m.get("student") or {}
         if "perplexity" not in student:
             continue

@@ -7,7 +7,6 @@ inference speed on the dev set, on this machine, with the same batches, so the t
 are comparable (numbers from different machines are not).
 """
 
-import json
 import math
 import shlex
 import time
@@ -21,6 +20,7 @@ from rich.table import Table
 from fadkd.errors import FadkdError
 from fadkd.plots import plot_run, run_title
 from fadkd.progress import make_console
+from fadkd.results import read_metrics
 
 PLOT_CAPTIONS = {
     "loss_terms.png": "Loss terms over training, unweighted and weighted",
@@ -35,7 +35,7 @@ def load_run(run: Path) -> tuple[dict, dict]:
         raise FadkdError(f"{run} is not a fadkd run folder (no config.yaml); give the folder `fadkd train` printed")
     if not (run / "metrics.json").is_file():
         raise FadkdError(f"{run} has no metrics.json: the run has not finished; finish or resume it first")
-    return json.loads((run / "metrics.json").read_text()), OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    return read_metrics(run), OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
 
 
 def compression(metrics: dict) -> float | None:

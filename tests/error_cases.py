@@ -21,6 +21,7 @@ LIVE: list[subprocess.Popen] = []
 
 
 def _file(tmp: Path, name: str = "a-file", text: str = "not a folder\n") -> Path:
+    tmp.mkdir(parents=True, exist_ok=True)
     (tmp / name).write_text(text)
     return tmp / name
 
@@ -189,6 +190,7 @@ PATH_CASES = {
     "report-unfinished": lambda t: ["report", str(_stopped_early(t).split("=", 1)[1])],
     "eval-no-student": lambda t: ["eval", f"run_dir={_stopped_early(t).split('=', 1)[1]}"],
     "table-missing-path": lambda t: ["table", "/no/such/runs"],
+    "table-metrics-damaged": lambda t: ["table", str(_file(t / "cut", "metrics.json", '{"task": "ss').parent)],
 }
 
 RUN_CASES = {

@@ -174,3 +174,15 @@ def test_resume_command_of_a_finetune_run_without_model(tmp_path):
     (tmp_path / ".hydra").mkdir()
     (tmp_path / ".hydra" / "hydra.yaml").write_text("hydra:\n  job:\n    config_name: finetune\n")
     assert resume_command(tmp_path, ["train.max_steps=2"]).startswith("fadkd finetune train.max_steps=2")
+
+
+def test_table_out_creates_its_folder_and_prints_whole_rows(tmp_path, capsys):
+    from fadkd.cli import main
+
+    run = tmp_path / "runs" / "a-run-with-a-rather-long-folder-name-that-would-not-fit-in-eighty-columns"
+    run.mkdir(parents=True)
+    (run / "metrics.json").write_text('{"task": "sst2", "main_metric": "accuracy", "student": {"accuracy": 0.5}}')
+    main(["table", str(tmp_path / "runs"), "--out", str(tmp_path / "new" / "folder")])
+    assert (tmp_path / "new" / "folder" / "results.md").is_file()
+    out = capsys.readouterr().out
+    assert any("0.5000" in line and "accuracy" not in line for line in out.splitlines()), out
