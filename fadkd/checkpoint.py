@@ -138,10 +138,17 @@ def latest_checkpoint(folder: Path) -> tuple[Path, dict] | None:
 
 def load_checkpoint(path: Path, meta: dict, student, loss_fn, optimizer, scheduler) -> TrainState:
     """Restore weights, optimizer, scheduler and every RNG from a verified checkpoint."""
-    load_model(student, str(path / "student.safetensors"))
-    load_model(loss_fn, str(path / "projections.safetensors"))
-    opt = torch.load(path / "optimizer.pt", weights_only=True)
-    optimizer.load_state_dict(opt["optimizer"])
+    try:
+        load_model(student, str(path / "student.safetensors"))
+        load_model(loss_fn, str(path / "projections.safetensors"))
+        opt = torch.load(path / "optimizer.pt", weights_only=True)
+        optimizer.load_state_dict(opt["optimizer"])
+    except (RuntimeError, ValueError) as err:  # "size mismatch" per tensor, or other parameter groups
+        first = next((line.strip() for line in str(err).splitlines() if line.strip()), "")
+        raise FadkdError(
+            f"{path} was written for other model or loss settings ({first[:200]}); resume with the settings "
+            "in the run's config.yaml, or start a new run"
+        ) from None
     scheduler.load_state_dict(opt["scheduler"])
     _set_rng_state(meta["rng"], load_file(str(path / "rng.safetensors")))
     return TrainState(**meta["state"])

@@ -36,8 +36,28 @@ def _usage() -> str:
 
 
 def _fail(err: FadkdError) -> None:
-    console.print(f"[bold red]error:[/] {err}", highlight=False)
+    from rich.markup import escape
+
+    console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # [qq,kk] stays text
     sys.exit(2)
+
+
+def _plain(err: Exception) -> FadkdError:
+    """An OSError or a model file's read error as one FadkdError line (fadkd/preflight.py)."""
+    from fadkd.preflight import explain
+
+    if isinstance(err, FadkdError):
+        return err
+    if isinstance(err, OSError) and err.filename is not None:
+        return explain(err)
+    return FadkdError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
+
+
+# What the Hydra job turns into one line: user errors, OS errors, unreadable model files.
+def _user_errors() -> tuple[type[BaseException], ...]:
+    from safetensors import SafetensorError
+
+    return (FadkdError, OSError, SafetensorError)
 
 
 def train_main(config_name: str = "config") -> None:
@@ -45,10 +65,13 @@ def train_main(config_name: str = "config") -> None:
     from hydra.core.hydra_config import HydraConfig
 
     from fadkd.config import register_configs, to_config
+    from fadkd.preflight import check_model_files, register_dirname_resolver
+    from fadkd.run_dir import RunDirError
     from fadkd.search import record_failure, register_resolvers, threads_per_job
 
     register_configs()
     register_resolvers()
+    register_dirname_resolver()
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
@@ -57,13 +80,25 @@ def train_main(config_name: str = "config") -> None:
         hydra_cfg = HydraConfig.get()
         try:
             config = to_config(cfg)
+            check_model_files(config)
             if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/search.py)
                 config.train.num_threads = threads_per_job(hydra_cfg)
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
-        except FadkdError as err:
+        except BrokenPipeError:
+            raise  # stdout closed (`| head`): main() ends quietly
+        except RunDirError as err:  # the folder held another run: its Hydra record stays its own
+            for path, data in HYDRA_RECORD.items():
+                path.write_bytes(data)
+            if err.run_dir is not None:
+                from fadkd.report import resume_command
+                from fadkd.results import overrides_of
+
+                err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
+            _fail(err)
+        except _user_errors() as err:
             if record_failure(hydra_cfg):
                 raise  # a failed job of a parallel launcher or an Optuna search (fadkd/search.py)
-            _fail(err)
+            _fail(_plain(err))
         return metrics["student"][metrics["main_metric"]]
 
     _train()
@@ -71,16 +106,20 @@ def train_main(config_name: str = "config") -> None:
 
 def eval_main(args: list[str]) -> None:
     from omegaconf import OmegaConf
+    from transformers.utils import logging as hf_logging
 
     from fadkd.evaluate import evaluate
+    from fadkd.help import EVAL_HELP
     from fadkd.models import ModelError
     from fadkd.tasks.glue import get_task, load_split
     from fadkd.tasks.lm import is_lm_task
     from fadkd.train import resolve_data_dir, resolve_device
 
-    if not args or args[0] in ("-h", "--help"):
-        print("usage: fadkd eval run_dir=<run folder> [task.data_dir=<dir>] [train.eval_batch_size=N]")
+    if not args or args[0] in ("-h", "--help") or "--help" in args:
+        print(EVAL_HELP)
         return
+    hf_logging.disable_progress_bar()  # no weight-loading bar: the result is the output
+    hf_logging.set_verbosity_error()
     try:
         overrides = OmegaConf.from_dotlist(args)
     except Exception as err:  # noqa: BLE001 - omegaconf raises several grammar errors
@@ -98,7 +137,8 @@ def eval_main(args: list[str]) -> None:
     if is_lm_task(cfg.task.name):  # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/lm_run.py)
         from fadkd.lm_run import eval_lm_run
 
-        print(json.dumps(eval_lm_run(run_dir, cfg, resolve_device(cfg.train.device))))
+        metrics = eval_lm_run(run_dir, cfg, resolve_device(cfg.train.device))
+        _print_eval(run_dir, cfg.task.name, metrics)
         return
     task = get_task(cfg.task.name)
     rows = load_split(task, "dev", resolve_data_dir(cfg.task.data_dir), cfg.task.max_eval_samples).to_list()
@@ -110,7 +150,14 @@ def eval_main(args: list[str]) -> None:
     tok = AutoTokenizer.from_pretrained(run_dir / "student")
     metrics = evaluate(model, rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
     (run_dir / "eval.json").write_text(json.dumps({"task": task.name, "split": "dev", **metrics}, indent=2) + "\n")
-    print(json.dumps(metrics))
+    _print_eval(run_dir, task.name, metrics)
+
+
+def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
+    """A readable line on stderr; the JSON line, last on stdout, for scripts."""
+    shown = "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
+    console.print(f"{task} dev, student of {run_dir}: {shown}", highlight=False)
+    print(json.dumps(metrics), flush=True)
 
 
 def table_main(args: list[str]) -> None:
@@ -124,6 +171,10 @@ def table_main(args: list[str]) -> None:
         help="paper: causal-LM runs as Model | Perplexity | BLEU | ROUGE-L | CER (+ vs teacher), paper.md / paper.csv",
     )  # fmt: skip
     ns = parser.parse_args(args)
+    if ns.out is not None:
+        if ns.out.exists() and not ns.out.is_dir():
+            raise FadkdError(f"--out {ns.out} is a file; give a folder (it is created when missing)")
+        ns.out.mkdir(parents=True, exist_ok=True)
     write_table(ns.paths, ns.out, ns.layout)
 
 
@@ -144,37 +195,76 @@ def report_main(args: list[str]) -> None:
     print(write_report(parser.parse_args(args).run))
 
 
+HYDRA_RECORD: dict[Path, bytes] = {}  # an existing run's .hydra/ files (fadkd/preflight.py hydra_record)
+HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-completion", "-sc")
+
+
+def _train_verb(verb: str, rest: list[str]) -> None:
+    """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
+    from fadkd.distributed import hydra_overrides_for_workers
+    from fadkd.preflight import check_keys, check_run_dir, hydra_record
+
+    config_name = "config" if verb == "train" else "finetune"
+    if verb == "finetune":
+        rest = [f"teacher@student={a[6:]}" if a.startswith("model=") else a for a in rest]
+    if "--help" in rest or "-h" in rest:
+        from fadkd.help import config_help
+
+        given = [a for a in rest if "=" in a and not a.startswith(("-", "hydra"))]
+        print(config_help(CONF_DIR, config_name, given))
+        return
+    check_keys(rest)
+    if not any(a in HYDRA_INFO_FLAGS for a in rest):
+        check_run_dir(rest)
+    HYDRA_RECORD.clear()
+    HYDRA_RECORD.update(hydra_record(rest))
+    rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
+    sys.argv = [f"{sys.argv[0]} {verb}", *rest]  # Hydra parses sys.argv
+    train_main(config_name)
+
+
+def _dispatch(verb: str, rest: list[str]) -> None:
+    if verb in ("train", "finetune"):
+        _train_verb(verb, rest)
+    elif verb == "eval":
+        eval_main(rest)
+    elif verb == "plot":
+        plot_main(rest)
+    elif verb == "report":
+        report_main(rest)
+    else:
+        table_main(rest)
+
+
 def main(argv: list[str] | None = None) -> None:
     argv = sys.argv[1:] if argv is None else argv
     if not argv or argv[0] in ("-h", "--help", "help"):
         print(_usage())
+        return
+    if argv[0] in ("--version", "-V", "version"):
+        from importlib.metadata import version
+
+        print(f"fadkd {version('fadkd')}")
         return
     verb, rest = argv[0], argv[1:]
     if verb not in VERBS:
         print(f"fadkd: unknown verb '{verb}'\n\n{_usage()}", file=sys.stderr)
         sys.exit(2)
     try:
-        if verb in ("train", "finetune"):
-            from fadkd.distributed import hydra_overrides_for_workers
-
-            rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
-        if verb == "train":
-            sys.argv = [f"{sys.argv[0]} train", *rest]  # Hydra parses sys.argv
-            train_main()
-        elif verb == "finetune":
-            rest = [f"teacher@student={a[6:]}" if a.startswith("model=") else a for a in rest]
-            sys.argv = [f"{sys.argv[0]} finetune", *rest]
-            train_main("finetune")
-        elif verb == "eval":
-            eval_main(rest)
-        elif verb == "plot":
-            plot_main(rest)
-        elif verb == "report":
-            report_main(rest)
-        else:
-            table_main(rest)
-    except FadkdError as err:
-        _fail(err)
+        _dispatch(verb, rest)
+        sys.stdout.flush()
+    except BrokenPipeError:  # `fadkd ... | head`: the reader left; end quietly
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
+        sys.exit(0)
+    except KeyboardInterrupt:  # a second Ctrl-C (fadkd/guards.py), or one before the loop started
+        console.print(
+            "[yellow]interrupted:[/] stopped at once, without writing a checkpoint; a run folder keeps its "
+            "last checkpoint (resume it with train.resume=true)",
+            highlight=False,
+        )
+        sys.exit(130)
+    except _user_errors() as err:
+        _fail(_plain(err))
 
 
 if __name__ == "__main__":

@@ -21,7 +21,9 @@ from fadkd.config_checks import (
     check_lm_task,
     check_positive,
     check_term_choice,
+    check_train_choices,
 )
+from fadkd.config_ranges import check_ranges
 
 
 @dataclass
@@ -53,9 +55,9 @@ class ModelConfig:
     def __post_init__(self) -> None:
         check_lm_model(self)
         if self.path is None:
-            check_positive(f"{self.name}.num_layers", self.num_layers)
-            check_positive(f"{self.name}.hidden_size", self.hidden_size)
-            check_positive(f"{self.name}.num_heads", self.num_heads)
+            check_positive(f"model '{self.name}': num_layers", self.num_layers)
+            check_positive(f"model '{self.name}': hidden_size", self.hidden_size)
+            check_positive(f"model '{self.name}': num_heads", self.num_heads)
             if self.hidden_size % self.num_heads:
                 raise ConfigError(
                     f"model '{self.name}': hidden_size {self.hidden_size} is not divisible by "
@@ -223,7 +225,7 @@ class TrainConfig:
     eval_every: int = 0  # evaluate on dev every N steps (0 = at the end of each epoch only)
     log_every: int = 10  # write a row to steps.jsonl every N steps
     seed: int = 42
-    device: str = "auto"  # auto | cpu | cuda | cuda:N
+    device: str = "auto"  # auto | cpu | cuda | cuda:N | mps
     num_threads: int = 0  # torch CPU threads (0 = torch's default)
     save_student: bool = True  # save the best student as a Hugging Face folder
     group_by_length: bool = False  # batches of similar length (less padding), still shuffled
@@ -232,7 +234,9 @@ class TrainConfig:
     logger: str = "jsonl"  # jsonl (steps.jsonl, evals.jsonl) | tensorboard (those + events) | none
     checkpoint_every: int = 0  # write a checkpoint every N steps (0 = at each evaluation only)
     keep_checkpoints: int = 2  # newest checkpoints kept
-    resume: bool = False  # continue from the newest complete checkpoint in the run folder
+    # true: continue from the newest complete checkpoint in the run folder (refused when the settings
+    # differ from the run's config.yaml); force: continue even so. Typed Any to allow the word.
+    resume: Any = False
     overwrite: bool = False  # reuse a run folder that holds another run, deleting its files
     on_nonfinite: str = "stop"  # NaN/inf loss or gradient: stop (checkpoint of the last good state) | skip
     max_nonfinite_skips: int = 10  # with on_nonfinite=skip: stop after this many skipped steps
@@ -244,6 +248,7 @@ class TrainConfig:
             raise ConfigError(f"train.on_nonfinite='{self.on_nonfinite}' is unknown; choose stop or skip")
         if self.logger not in ("jsonl", "tensorboard", "none"):
             raise ConfigError(f"train.logger='{self.logger}' is unknown; choose jsonl, tensorboard or none")
+        check_train_choices(self)
         if self.resume and self.overwrite:
             raise ConfigError("train.resume=true and train.overwrite=true contradict each other; pick one")
         check_positive("train.batch_size", self.batch_size)
@@ -294,6 +299,7 @@ class Config:
     cache: CacheConfig = field(default_factory=CacheConfig)
 
     def __post_init__(self) -> None:
+        check_ranges(self)  # every numeric field finite and in range (fadkd/config_ranges.py)
         lm = self.task.name.strip().lower().startswith("lm_")
         t = self.task
         unlabelled = [f"{k}={v}" for k, v in (("task.augment", t.augment), ("task.unlabelled_rows", t.unlabelled_rows),

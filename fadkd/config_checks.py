@@ -5,12 +5,13 @@ The simple ones (a weight is negative, an unknown precision) stay inline in conf
 multi-field ones live here: the α/δ term choice, and the causal-LM model and task fields.
 """
 
+import re
 from typing import TYPE_CHECKING
 
 from fadkd.errors import FadkdError
 
 if TYPE_CHECKING:
-    from fadkd.config import LossConfig, ModelConfig, TaskConfig
+    from fadkd.config import LossConfig, ModelConfig, TaskConfig, TrainConfig
 
 
 class ConfigError(FadkdError):
@@ -134,3 +135,21 @@ def check_lm_task(cfg: "TaskConfig") -> None:
                     f"task.{key} is not set for task 'lm_text': pass task.train_file=<texts> "
                     "task.eval_file=<held-out texts> (.txt one text per line, .jsonl, or a datasets folder)"
                 )
+
+
+def check_train_choices(cfg: "TrainConfig") -> None:
+    """train.device's form (its availability is checked when the run starts) and train.resume."""
+    if not isinstance(cfg.device, str) or not re.fullmatch(r"auto|cpu|mps|cuda(:\d+)?", cfg.device):
+        raise ConfigError(
+            f"train.device={cfg.device!r} is not a device fadkd knows; choose auto, cpu, cuda, cuda:N (N = GPU "
+            "number) or mps, e.g. train.device=cpu"
+        )
+    resume = cfg.resume
+    if isinstance(resume, str):
+        resume = {"true": True, "false": False, "force": "force"}.get(resume.strip().lower(), resume)
+    if not (isinstance(resume, bool) or resume == "force"):
+        raise ConfigError(
+            f"train.resume={cfg.resume!r} is not one of true, false, force: true continues the run in the folder, "
+            "force continues it even with settings that differ from its config.yaml"
+        )
+    cfg.resume = resume

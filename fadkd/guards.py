@@ -7,6 +7,7 @@ before it stops; nothing here touches the weights.
 import math
 import os
 import signal
+import time
 
 from torch import Tensor
 
@@ -46,20 +47,26 @@ def nonfinite_gradient(named_parameters) -> str | None:
 class Interrupts:
     """Turn SIGINT / SIGTERM into a flag the loop reads after each step.
 
-    The first signal asks the loop to finish its step, checkpoint and exit (130 / 143);
-    a second SIGINT stops at once.
+    The first signal asks the loop to finish its step, checkpoint and exit (130 / 143). A second
+    SIGINT within GRACE seconds (a double press) is ignored; a later one stops at once, without a
+    checkpoint, as a KeyboardInterrupt that the CLI reports in one line.
     """
 
     EXIT_CODES = {signal.SIGINT: 130, signal.SIGTERM: 143}
+    GRACE = 3.0
 
     def __init__(self) -> None:
         self.received: int | None = None
+        self._at = 0.0
         self._previous: dict = {}
 
     def _handle(self, signum, frame) -> None:
-        if self.received == signal.SIGINT and signum == signal.SIGINT:
+        if self.received is not None and signum == signal.SIGINT:
+            if time.monotonic() - self._at < self.GRACE:
+                print("already stopping: the checkpoint follows this step (Ctrl-C again later stops without one)")
+                return
             raise KeyboardInterrupt
-        self.received = signum
+        self.received, self._at = signum, time.monotonic()
         print(f"\n{signal.Signals(signum).name} received: finishing this step, then writing a checkpoint")
 
     def __enter__(self) -> "Interrupts":

@@ -17,7 +17,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from rich.console import Console
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
 from fadkd.capture import Layers, layers_to_capture, run_model
@@ -25,9 +24,10 @@ from fadkd.config import Config
 from fadkd.evaluate_lm import LmEvaluator
 from fadkd.lm_models import check_lm_lengths, from_teacher, layers_to_keep, load_causal_lm, prepare_tokenizer
 from fadkd.models import ModelError, depth, load_tokenizer, width
+from fadkd.progress import make_console
 from fadkd.tasks.lm import LmCollator, LmTask, encode, generation_prompts, get_lm_task, load_texts, pack_blocks
 
-console = Console()
+console = make_console()
 TEACHER_GENERATIONS = "teacher_generations.jsonl"
 
 

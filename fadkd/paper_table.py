@@ -10,13 +10,13 @@ Tokens/s is greedy generation throughput. Writes paper.md and paper.csv (unround
 """
 
 import csv
-import json
 from pathlib import Path
 
-from rich.console import Console
 from rich.table import Table
 
 from fadkd.errors import FadkdError
+from fadkd.progress import make_console
+from fadkd.results import read_metrics
 
 COLUMNS = {  # header -> (metrics key, format)
     "Perplexity": ("perplexity", "{:.2f}"),
@@ -44,7 +44,7 @@ def paper_rows(paths: list[Path]) -> list[dict]:
     """The teacher row, then one row per run: {"Model": name, metric key: value, ...}."""
     rows, teacher = [], None
     for run in _ordered_runs(paths):
-        m = json.loads((run / "metrics.json").read_text())
+        m = read_metrics(run)
         student = m.get("student") or {}
         if "perplexity" not in student:
             continue
@@ -80,7 +80,7 @@ def write_paper_table(paths: list[Path], out_dir: Path | None = None) -> Path:
         table.add_column(h, overflow="fold")
     for line in cells:
         table.add_row(*line)
-    Console().print(table)
+    make_console().print(table)
     lines = ["| " + " | ".join(headers) + " |", "|" + "---|" * len(headers)]
     lines += ["| " + " | ".join(line) + " |" for line in cells]
     (out_dir / "paper.md").write_text("\n".join(lines) + "\n")
@@ -88,5 +88,5 @@ def write_paper_table(paths: list[Path], out_dir: Path | None = None) -> Path:
         writer = csv.writer(f)
         writer.writerow(["model", *(k for k, _ in COLUMNS.values())])
         writer.writerows([row["Model"], *(row.get(k) for k, _ in COLUMNS.values())] for row in rows)
-    Console().print(f"wrote {out_dir / 'paper.md'} and {out_dir / 'paper.csv'}")
+    make_console().print(f"wrote {out_dir / 'paper.md'} and {out_dir / 'paper.csv'}")
     return out_dir

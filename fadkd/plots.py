@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from fadkd.errors import FadkdError  # noqa: E402
-from fadkd.results import find_runs, overrides_of  # noqa: E402
+from fadkd.results import find_runs, overrides_of, read_metrics  # noqa: E402
 
 # Logged term -> the loss weight that multiplies it (config.yaml, loss.<weight>).
 TERM_WEIGHTS = {"kd": "alpha", "cos": "beta", "mse": "gamma", "attn": "delta", "ce": "ce"}
@@ -204,7 +204,7 @@ def sweep_points(runs: list[Path]) -> tuple[list[str], list[tuple[dict[str, str]
     metric, teacher's main score)."""
     points = []
     for run in runs:
-        m = json.loads((run / "metrics.json").read_text())
+        m = read_metrics(run)
         score = (m.get("student") or {}).get(m["main_metric"])
         teacher = (m.get("teacher") or {}).get(m["main_metric"])
         overrides = dict(o.lstrip("+~").split("=", 1) for o in overrides_of(run) if "=" in o)

@@ -7,7 +7,6 @@ inference speed on the dev set, on this machine, with the same batches, so the t
 are comparable (numbers from different machines are not).
 """
 
-import json
 import math
 import shlex
 import time
@@ -20,6 +19,8 @@ from rich.table import Table
 
 from fadkd.errors import FadkdError
 from fadkd.plots import plot_run, run_title
+from fadkd.progress import make_console
+from fadkd.results import read_metrics
 
 PLOT_CAPTIONS = {
     "loss_terms.png": "Loss terms over training, unweighted and weighted",
@@ -34,7 +35,7 @@ def load_run(run: Path) -> tuple[dict, dict]:
         raise FadkdError(f"{run} is not a fadkd run folder (no config.yaml); give the folder `fadkd train` printed")
     if not (run / "metrics.json").is_file():
         raise FadkdError(f"{run} has no metrics.json: the run has not finished; finish or resume it first")
-    return json.loads((run / "metrics.json").read_text()), OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
+    return read_metrics(run), OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
 
 
 def compression(metrics: dict) -> float | None:
@@ -198,10 +199,21 @@ def write_report(run: Path) -> Path:
 def resume_command(out_dir: Path, overrides: list[str]) -> str:
     """The command that continues the run in `out_dir` (its Hydra overrides, quoted for the shell)."""
     kept = [shlex.quote(o) for o in overrides if not o.startswith(("hydra.run.dir=", "train.resume="))]
-    # `fadkd finetune model=X` is recorded as teacher@student=X, which `fadkd train` refuses.
-    verb = "fadkd finetune" if any(o.startswith("teacher@student=") for o in kept) else "fadkd train"
+    # `fadkd finetune model=X` is recorded as teacher@student=X, which `fadkd train` refuses; a
+    # finetune run without model= is told by the config Hydra composed (conf/finetune.yaml).
+    finetune = any(o.startswith("teacher@student=") for o in kept) or _config_name(out_dir) == "finetune"
+    verb = "fadkd finetune" if finetune else "fadkd train"
     kept = [o.replace("teacher@student=", "model=", 1) for o in kept]
     return " ".join([verb, *kept, "train.resume=true", f"hydra.run.dir={shlex.quote(str(out_dir))}"])
+
+
+def _config_name(out_dir: Path) -> str | None:
+    """The top config Hydra composed the run from (config or finetune), from .hydra/hydra.yaml."""
+    path = out_dir / ".hydra" / "hydra.yaml"
+    try:
+        return str(OmegaConf.load(path).hydra.job.config_name) if path.is_file() else None
+    except Exception:  # noqa: BLE001 - a damaged record: fall back to the overrides
+        return None
 
 
 def next_commands(out_dir: Path, overrides: list[str]) -> list[str]:
@@ -215,7 +227,7 @@ def next_commands(out_dir: Path, overrides: list[str]) -> list[str]:
 
 def print_summary(metrics: dict, out_dir: Path, overrides: list[str], console: Console | None = None) -> None:
     """The end of `fadkd train`: how the student did, how much smaller it is, where things are, what next."""
-    console = console or Console()
+    console = console or make_console()
     table = Table(title=f"fadkd run finished: {metrics['task']} ({metrics['steps']} steps)", title_justify="left")
     names = list(metrics.get("student") or metrics.get("student_final") or {})
     for col in ["", "params", *names]:

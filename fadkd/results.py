@@ -5,10 +5,10 @@ import json
 from pathlib import Path
 
 from omegaconf import OmegaConf
-from rich.console import Console
 from rich.table import Table
 
 from fadkd.errors import FadkdError
+from fadkd.progress import make_console
 from fadkd.tasks.lm import LOWER_IS_BETTER
 
 
@@ -46,6 +46,17 @@ def _run_name(run: Path, root: Path | None) -> str:
     return name if len(name) <= 40 else "..." + name[-37:]
 
 
+def read_metrics(run: Path) -> dict:
+    """A run's metrics.json, or one line saying it is damaged (a run cut off while writing it)."""
+    try:
+        metrics = json.loads((run / "metrics.json").read_text())
+    except (ValueError, UnicodeDecodeError) as err:
+        raise FadkdError(f"{run / 'metrics.json'} is not valid JSON ({err}); rerun the run, or remove it") from None
+    if not isinstance(metrics, dict):
+        raise FadkdError(f"{run / 'metrics.json'} holds no metrics object; rerun the run, or remove it")
+    return metrics
+
+
 def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict], dict[str, str]]:
     """One row per run: the swept values, the student's dev metrics, the teacher's main metric
     (teacher_score: the teacher's dev score on the task's main metric, when a teacher was used).
@@ -53,7 +64,7 @@ def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict],
     Overrides that differ between runs become columns; those shared by all runs are returned
     separately (shown once under the table).
     """
-    loaded = [(run, json.loads((run / "metrics.json").read_text()), _parse(overrides_of(run))) for run in runs]
+    loaded = [(run, read_metrics(run), _parse(overrides_of(run))) for run in runs]
     keys = sorted({k for _, _, o in loaded for k in o})
     swept = [k for k in keys if len({o.get(k) for _, _, o in loaded}) > 1]
     common = {k: loaded[0][2][k] for k in keys if k not in swept}
@@ -65,14 +76,14 @@ def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict],
         rows.append(
             {
                 "run": _run_name(run, root),
-                "task": m["task"],
+                "task": m.get("task", "-"),
                 **{k: overrides.get(k, "-") for k in swept},
                 **student,
-                "main_metric": m["main_metric"],
-                "teacher_score": teacher.get(m["main_metric"]),
-                "student_params": m["params"]["student"],
-                "steps": m["steps"],
-                "train_s": m["train_seconds"],
+                "main_metric": m.get("main_metric", "-"),
+                "teacher_score": teacher.get(m.get("main_metric")),
+                "student_params": (m.get("params") or {}).get("student"),
+                "steps": m.get("steps"),
+                "train_s": m.get("train_seconds"),
             }
         )
     sign = {True: 1, False: -1}  # best first: lowest perplexity, highest accuracy; missing values last
@@ -118,7 +129,7 @@ def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "d
         table.add_column(col, overflow="fold")
     for row in rows:
         table.add_row(*[_cell(row.get(c)) for c in columns])
-    Console().print(table)
+    make_console().print(table)
 
     lines = [f"All runs: `{shared}`", ""] if shared else []
     lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
@@ -128,5 +139,5 @@ def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "d
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()
         writer.writerows(rows)
-    Console().print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.csv'}")
+    make_console().print(f"wrote {out_dir / 'results.md'} and {out_dir / 'results.csv'}")
     return out_dir

@@ -13,13 +13,10 @@ import math
 import random
 import sys
 import time
-from dataclasses import asdict
 from pathlib import Path
 
 import numpy as np
 import torch
-from omegaconf import OmegaConf
-from rich.console import Console
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
@@ -38,7 +35,7 @@ from fadkd.losses import DistillLoss, LossWeights
 from fadkd.mapping import build_mapping, describe
 from fadkd.models import check_max_length, depth, load_tokenizer, model_shape, width
 from fadkd.pool import training_rows
-from fadkd.progress import progress_bar
+from fadkd.progress import make_console, progress_bar
 from fadkd.projections import fit_feature_norm, fit_projections, param_groups
 from fadkd.report import print_summary, resume_command
 from fadkd.results import overrides_of
@@ -50,7 +47,7 @@ from fadkd.tasks.lm import LOWER_IS_BETTER, is_lm_task
 from fadkd.teacher import Teacher
 
 ASSETS = Path(__file__).parent / "assets"
-console = Console()
+console = make_console()  # no hard wraps, full-width tables in a log file
 
 
 def resolve_data_dir(data_dir: str) -> str | None:
@@ -65,6 +62,10 @@ def resolve_device(name: str) -> torch.device:
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
     if name.startswith("cuda") and not torch.cuda.is_available():
         raise FadkdError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu (or auto)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise FadkdError(f"train.device={name} but this machine has {torch.cuda.device_count()} GPU(s), cuda:0 first")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise FadkdError("train.device=mps but MPS is not available here; use train.device=cpu (or auto)")
     return torch.device(name)
 
 
@@ -78,8 +79,7 @@ def train(cfg: Config, out_dir: Path) -> dict:
     out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
     console.quiet = not dist.is_main
     if dist.is_main:
-        prepare_run_dir(out_dir, cfg.train.resume, cfg.train.overwrite)
-        (out_dir / "config.yaml").write_text(OmegaConf.to_yaml(OmegaConf.create(asdict(cfg))))
+        prepare_run_dir(out_dir, cfg)  # locks the folder, checks resume's settings, writes config.yaml
     distributed.barrier(dist)
     hf_logging.disable_progress_bar()  # one progress bar: ours
     random.seed(cfg.train.seed)

@@ -11,6 +11,7 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import FIXTURES, ROOT
+from error_cases import MORE_CASES, end_live, prepare
 from transformers import BertConfig, BertForSequenceClassification
 
 from fadkd.capture import Layers, run_model
@@ -209,11 +210,12 @@ CASES = {
     "table-no-runs": lambda t: ["table", str(t)],
     "unknown-verb": lambda t: ["frobnicate"],
     **LM_CASES,
+    **MORE_CASES,  # issue 20: ranges, paths, files, verbs, signals, live runs, resume (tests/error_cases.py)
 }
 
 
 def test_table_and_cases_match():
-    assert len(_table()) >= 25
+    assert len(_table()) >= 120
     assert set(_table()) == set(CASES)
 
 
@@ -224,12 +226,16 @@ def test_bad_input_gets_its_message(case, tmp_path, capsys, monkeypatch):
     monkeypatch.setattr("torch.cuda.is_available", lambda: False)
     with pytest.raises((SystemExit, Exception)) as err:
         args = CASES[case](tmp_path)
+        args = prepare(args) if args else args
         if "--no-dev" in args:
             args.remove("--no-dev")
             (Path(args[2].split("=", 1)[1]) / "MRPC" / "dev.tsv").unlink()
         if args and args[0] == "train":
             args = ["train", *FAST, f"hydra.run.dir={tmp_path / 'out'}", *args[1:]]  # the case's own last
-        main(args)
+        try:
+            main(args)
+        finally:
+            end_live()
     out = capsys.readouterr()
     text = " ".join((out.out + out.err + (str(err.value) if not isinstance(err.value, SystemExit) else "")).split())
     if isinstance(err.value, SystemExit):

@@ -2,6 +2,7 @@
 
 import random
 import shutil
+from pathlib import Path
 
 import pytest
 from conftest import FIXTURES
@@ -11,6 +12,7 @@ from hydra.errors import HydraException
 
 from fadkd.cli import CONF_DIR
 from fadkd.config import register_configs, to_config
+from fadkd.config_ranges import RANGES
 from fadkd.errors import FadkdError
 from fadkd.mapping import build_mapping
 from fadkd.tasks.glue import get_task, load_split
@@ -97,3 +99,85 @@ def test_malformed_config_fails_with_a_message(seed):
         get_task(cfg.task.name)
     except (FadkdError, HydraException) as err:  # Hydra prints its own composition errors plainly
         assert str(err).strip(), overrides
+
+
+def _numeric_keys() -> list[tuple[str, str, bool]]:
+    """(override key, RANGES key, is an int) for every int / float field of the schema."""
+    import dataclasses
+
+    from fadkd.config import Config
+    from fadkd.config_ranges import numeric_fields
+
+    out = []
+    for f in dataclasses.fields(Config):
+        kind = "model" if f.name in ("teacher", "student") else f.name
+        out += [(f"{f.name}.{name}", f"{kind}.{name}", is_int) for name, is_int in numeric_fields(f.type)]
+    return out
+
+
+def test_every_numeric_field_has_a_range():
+    from fadkd.config_ranges import RANGES
+
+    missing = [key for key, rule, _ in _numeric_keys() if rule not in RANGES]
+    assert not missing, f"add these to fadkd/config_ranges.py RANGES: {missing}"
+    assert len(_numeric_keys()) >= 50
+
+
+def _outside(rule, is_int: bool) -> list[str]:
+    """Values just outside the range, and non-finite ones for floats."""
+    step = 1 if is_int else 1e-6
+    values = []
+    if rule.low is not None:
+        values.append(rule.low if rule.low_open else rule.low - step)
+    if rule.high is not None:
+        values.append(rule.high if rule.high_open else rule.high + step)
+    text = [str(int(v)) if is_int else repr(float(v)) for v in values]
+    return text + ([] if is_int else ["nan", "inf", "-inf"])
+
+
+def _compose(overrides: list[str]):
+    register_configs()
+    GlobalHydra.instance().clear()
+    with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
+        return to_config(compose(config_name="config", overrides=overrides))
+
+
+NUMERIC = [(key, value) for key, rule_key, is_int in _numeric_keys() for value in _outside(RANGES[rule_key], is_int)]
+
+
+@pytest.mark.parametrize("key, value", NUMERIC)
+def test_numeric_field_outside_its_range_is_refused(key, value):
+    """Every numeric field, every edge of its range: refused with the key and the value in the message."""
+    lm = ["task=lm_sst2", "teacher=tiny-llama", "student=tiny-llama-half"]
+    extra = lm if key.startswith("task.") else []
+    if key == "student.every_k":
+        extra = [*lm, "student.init=from_teacher"]
+    with pytest.raises(FadkdError) as err:
+        _compose([*extra, f"{key}={value}"])
+    name = key.split(".", 1)[1]
+    assert name in str(err.value), (key, value, str(err.value))
+
+
+RUN_DIRS = ["a-file", "a-file/below", "x" * 256, "ok/" + "é" * 130, "/sys/fadkd-fuzz", "/proc/fadkd-fuzz", "fine/run"]
+
+
+@pytest.mark.parametrize("seed", range(40))
+def test_run_folder_paths_are_created_or_refused_in_one_line(seed, tmp_path):
+    """hydra.run.dir / hydra.sweep.dir of every kind: made and writable, or a FadkdError naming it."""
+    from fadkd.preflight import check_run_dir
+
+    rng = random.Random(seed)
+    (tmp_path / "a-file").write_text("x")
+    path = rng.choice(RUN_DIRS)
+    if rng.random() < 0.5 and not path.startswith("/"):
+        path = path + "/" + rng.choice(RUN_DIRS[1:4])
+    full = path if path.startswith("/") else str(tmp_path / path)
+    multirun = rng.random() < 0.3
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    args = [*(["-m"] if multirun else []), f"{key}={full}", "loss.alpha=0,1" if multirun else "loss.alpha=1"]
+    try:
+        check_run_dir(args)
+    except FadkdError as err:
+        assert key in str(err) and "\n" not in str(err)
+    else:
+        assert Path(full).is_dir()

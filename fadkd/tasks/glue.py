@@ -204,9 +204,10 @@ def _split_path(task: GlueTask, split: str, root: Path) -> Path:
     file_name = task.splits[split]
     expected = f"<data dir>/{task.folder}/{file_name}"
     if not root.is_dir():
+        what = "is a file, not a folder" if root.exists() else "does not exist"
         raise TaskError(
-            f"GLUE data directory {root} does not exist or is not a directory; point it at a "
-            f"folder laid out as {expected}, or leave it unset to download from the Hub"
+            f"task.data_dir={root} {what}; point it at a folder laid out as {expected} "
+            "(e.g. task.data_dir=../shared/data/glue), or task.data_dir=hub to download it from the Hub"
         )
     folder = root / task.folder
     if not folder.is_dir():
@@ -253,8 +254,13 @@ def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> dict[str, 
                 columns["label"].append(_parse_label(task, layout, row[label_pos], path, reader.line_num))
                 if max_samples is not None and len(columns["label"]) >= max_samples:
                     break
-    except UnicodeDecodeError as exc:
-        line = reader.line_num + 1 if reader is not None else 1
+    except UnicodeDecodeError as exc:  # the reader decodes ahead in blocks: count lines up to the bad byte
+        raw = path.read_bytes()
+        try:
+            raw.decode("utf-8")
+            line = 1
+        except UnicodeDecodeError as found:
+            line = raw[: found.start].count(b"\n") + 1
         raise TaskError(
             f"{path}:{line}: file is not valid UTF-8 ({exc.reason}); GLUE files are UTF-8, re-download or re-encode it"
         ) from None

@@ -1,0 +1,186 @@
+"""Checks on the command line before Hydra composes anything, and errors turned into one line.
+
+- `check_keys`: every `section.key=` override names a schema field (`+loss.alpah=1`, which
+  Hydra accepts and the schema then drops, is refused too), with a "did you mean" for typos.
+- `check_run_dir`: hydra.run.dir / hydra.sweep.dir is a folder fadkd can create and write,
+  with names the file system accepts; the default folder under outputs/ too.
+- `run_dirname`: the resolver behind conf/hydra/default.yaml's run folder names: overrides
+  whose values are paths are left out, and a name too long for the file system is shortened.
+- `check_model_files`: a local model folder's safetensors files are readable (not truncated).
+- `explain`: an OSError (permissions, disk full, a path that is a file) as one FadkdError line.
+"""
+
+import dataclasses
+import difflib
+import errno
+import hashlib
+import os
+import tempfile
+from pathlib import Path
+
+from fadkd.errors import FadkdError
+
+NAME_MAX = 255  # bytes per path component on Linux / macOS file systems
+DIRNAME_MAX = 120  # the override part of a run folder's name, in bytes
+
+
+def _schema_sections() -> dict[str, type]:
+    from fadkd.config import Config
+
+    return {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _overrides(args: list[str]) -> list[tuple[str, str]]:
+    """(key, value) of each `key=value` argument (Hydra's flags and their values skipped)."""
+    out = []
+    for arg in args:
+        if arg.startswith("-") or "=" not in arg:
+            continue
+        key, value = arg.split("=", 1)
+        out.append((key.lstrip("+~"), value))
+    return out
+
+
+def check_keys(args: list[str]) -> None:
+    """Refuse an override of a key the schema does not have, suggesting the closest ones."""
+    sections = _schema_sections()
+    for key, _ in _overrides(args):
+        if "." not in key or "@" in key or "/" in key or key.startswith("hydra."):
+            continue
+        section, field = key.split(".")[:2]
+        if section not in sections:
+            close = difflib.get_close_matches(section, sections, n=1)
+            hint = f"did you mean {close[0]}.{field}? " if close else ""
+            raise FadkdError(
+                f"{key}: '{section}' is not a config section; {hint}the sections are {', '.join(sections)} "
+                "(`fadkd train --help` lists their keys)"
+            )
+        names = [f.name for f in dataclasses.fields(sections[section])]
+        if field not in names:
+            close = difflib.get_close_matches(field, names, n=2)
+            hint = f"did you mean {' or '.join(f'{section}.{c}' for c in close)}? " if close else ""
+            raise FadkdError(
+                f"{key}: Key '{field}' not in '{sections[section].__name__}'; {hint}the keys of {section}: "
+                f"{', '.join(names)}"
+            )
+
+
+def _writable_folder(key: str, path: Path) -> None:
+    """path is, or can be created as, a folder this process can write."""
+    for part in path.parts:
+        if len(part.encode()) > NAME_MAX:
+            raise FadkdError(
+                f"{key}: the folder name '{part[:40]}...' is {len(part.encode())} bytes, longer than the "
+                f"{NAME_MAX} the file system allows; choose a shorter {key}"
+            )
+    if path.exists() and not path.is_dir():
+        raise FadkdError(f"{key}={path} is a file, not a folder; choose another {key}")
+    existing = path
+    while not existing.exists() and existing != existing.parent:
+        existing = existing.parent
+    if not existing.is_dir():
+        raise FadkdError(f"{key}={path}: {existing} is a file, so no folder can be made below it; choose another {key}")
+    try:  # made now, as Hydra would a moment later, and written to once
+        if not os.access(existing, os.W_OK | os.X_OK):
+            raise PermissionError(errno.EACCES, "permission denied", str(existing))
+        path.mkdir(parents=True, exist_ok=True)
+        tempfile.TemporaryFile(dir=path).close()
+    except OSError as err:
+        raise FadkdError(
+            f"{key}={path}: cannot create or write the folder ({explain(err)}); choose a folder you can "
+            f"write, e.g. {key}=outputs/my-run"
+        ) from None
+
+
+def check_run_dir(args: list[str]) -> None:
+    """hydra.run.dir / hydra.sweep.dir (or outputs/ and multirun/ under the working folder)."""
+    given = dict(_overrides(args))
+    multirun = "-m" in args or "--multirun" in args
+    key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    if "${" in given.get(key, ""):
+        return  # an interpolation: Hydra resolves it
+    path = Path(given[key]).expanduser() if key in given else Path.cwd() / ("multirun" if multirun else "outputs")
+    _writable_folder(key, path.absolute())
+
+
+def hydra_record(args: list[str]) -> dict[Path, bytes]:
+    """The .hydra/ files of an existing run in hydra.run.dir: Hydra rewrites them before fadkd can refuse
+    the folder (fadkd/run_dir.py), so the CLI puts them back when it does."""
+    given = dict(_overrides(args))
+    if "hydra.run.dir" not in given:
+        return {}
+    folder = Path(given["hydra.run.dir"]).expanduser() / ".hydra"
+    return {p: p.read_bytes() for p in folder.glob("*.yaml")} if folder.is_dir() else {}
+
+
+def _split_top(text: str) -> list[str]:
+    """Split Hydra's override_dirname at the commas between overrides (not those inside [...])."""
+    parts, depth, start = [], 0, 0
+    for i, ch in enumerate(text):
+        if ch in "[{(":
+            depth += 1
+        elif ch in "]})":
+            depth -= 1
+        elif ch == "," and depth == 0:
+            parts.append(text[start:i])
+            start = i + 1
+    return [*parts, text[start:]] if text else []
+
+
+def run_dirname(override_dirname: str) -> str:
+    """The override part of a run folder name: no path values, at most DIRNAME_MAX bytes."""
+    kept = [p for p in _split_top(override_dirname) if "/" not in p and "\\" not in p]
+    name = ",".join(kept)
+    if len(name.encode()) <= DIRNAME_MAX:
+        return name
+    digest = hashlib.sha1(name.encode()).hexdigest()[:8]
+    short = name.encode()[: DIRNAME_MAX - 12].decode(errors="ignore")
+    return f"{short}..{digest}"
+
+
+def register_dirname_resolver() -> None:
+    from omegaconf import OmegaConf
+
+    if not OmegaConf.has_resolver("fadkd_dirname"):
+        OmegaConf.register_new_resolver("fadkd_dirname", run_dirname)
+
+
+def check_model_files(cfg) -> None:
+    """Each local model folder's *.safetensors opens (a truncated download fails here, not mid-load)."""
+    from safetensors import safe_open
+
+    for role in ("teacher", "student"):
+        path = getattr(cfg, role).path
+        folder = Path(path).expanduser() if path else None
+        if folder is None or not folder.is_dir():
+            continue
+        for file in sorted(folder.glob("*.safetensors")):
+            try:
+                with safe_open(str(file), framework="pt"):
+                    pass
+            except Exception as err:  # noqa: BLE001 - safetensors raises its own error types
+                raise FadkdError(
+                    f"{role}.path: {file} cannot be read ({str(err).splitlines()[0]}): the file is truncated "
+                    "or corrupt; download or save the model again"
+                ) from None
+
+
+HINTS = {
+    errno.EACCES: "permission denied: check its permissions or choose another folder",
+    errno.EPERM: "operation not permitted: check its permissions or choose another folder",
+    errno.EROFS: "the file system is read-only: choose a writable folder",
+    errno.ENOSPC: "no space left on the device: free some space or write elsewhere",
+    errno.EDQUOT: "disk quota exceeded: free some space or write elsewhere",
+    errno.ENAMETOOLONG: "a name in the path is too long for the file system: shorten it",
+    errno.ENOTDIR: "a part of the path is a file, not a folder",
+    errno.EISDIR: "it is a folder where a file was expected",
+    errno.EEXIST: "it already exists",
+    errno.ENOENT: "no such file or folder",
+}
+
+
+def explain(err: OSError) -> FadkdError:
+    """One line naming the path and the cause of an OSError."""
+    path = err.filename if err.filename is not None else "(unknown path)"
+    cause = HINTS.get(err.errno, err.strerror or str(err))
+    return FadkdError(f"{path}: {cause}")
