@@ -226,3 +226,17 @@ def test_size_estimate_counts_each_part():
         "hidden states": 2 * 320 * 576 * 2,
         "attention maps": (128 * 128 * 2 + 64 * 64) * 9 * 2,
     }
+
+
+def test_minitron_recipe_trains_through_the_cache(tmp_path):
+    """experiment=lm_minitron's terms (KL + cosine on a late layer and the embeddings, no LM loss)."""
+    from fadkd.config import MappingConfig
+
+    cfg = _run_cfg(tmp_path, 16, max_steps=2)
+    cfg.loss = LossConfig(alpha=1.0, beta=1.0, gamma=0.0, delta=0.0, ce=0.0)
+    cfg.mapping = MappingConfig(strategy="explicit", pairs=[[0, 0], [2, 4]])
+    metrics = train(cfg, tmp_path / "minitron")
+    assert metrics["loss_formula"] == "L = 1.0*KL(τ=2.0) + 1.0*cos"
+    meta = json.loads(next((tmp_path / "cache").glob("*/meta.json")).read_text())
+    assert meta["layers"] == {"hidden": [0, 4], "attentions": []} and meta["top_k"] == 16
+    assert all(r["cos/s0_t0"] >= 0 for r in _steps(tmp_path / "minitron"))
