@@ -215,8 +215,14 @@ def build_lm_cache(
         for layer in sorted(layers.attentions)
     }
 
-    def raw(x: torch.Tensor) -> np.ndarray:
-        return x.to(dtype).cpu().contiguous().view(torch.int16).reshape(-1).numpy()
+    def raw(x: torch.Tensor, what: str = "") -> np.ndarray:
+        x = x.to(dtype)
+        if what and not torch.isfinite(x).all():  # float16 ends at 65,504
+            raise CacheError(
+                f"the teacher's {what} do not fit {cfg.cache.dtype} (values beyond its range); set "
+                "cache.dtype=bfloat16 (float32's range, fewer mantissa bits)"
+            )
+        return x.cpu().contiguous().view(torch.int16).reshape(-1).numpy()
 
     teacher.eval()
     for start in range(0, len(rows), batch_size):
@@ -230,7 +236,7 @@ def build_lm_cache(
             logp_map[first * k : (first + n) * k] = raw(logp[b, :n])
             tail_map[first : first + n] = tail[b, :n].float().cpu().numpy()
             for layer, flat in hidden_maps.items():
-                flat[first * width : (first + n) * width] = raw(out.hidden[layer][b, :n])
+                flat[first * width : (first + n) * width] = raw(out.hidden[layer][b, :n], f"layer {layer} states")
             for layer, flat in attn_maps.items():
                 at = int(square_offsets[i]) * heads
                 flat[at : at + heads * n * n] = raw(out.attentions[layer][b, :, :n, :n])
@@ -249,6 +255,11 @@ def build_lm_cache(
         "teacher_params": sum(p.numel() for p in teacher.parameters()),
         "layers": {"hidden": sorted(layers.hidden), "attentions": sorted(layers.attentions)},
     }
+    return _commit(tmp, folder, meta)
+
+
+def _commit(tmp: Path, folder: Path, meta: dict) -> LmTeacherCache:
+    """meta.json last, then the folder replaced in one rename: a cache folder is complete or absent."""
     (tmp / "meta.json").write_text(json.dumps(meta))
     if folder.exists():
         shutil.rmtree(folder)

@@ -18,9 +18,10 @@ fragments, not sentences.
 Both sides hold each text once, and every train text whose normalised form (lower case, letters
 and digits only) is a held-out text's is dropped from train, so no held-out sentence is trained on
 (MRPC's and STS-B's pairs stay within their split; STS-B repeats captions across splits). MRPC's
-text is the tokenized SentEval variant (`doesn 't`, `$ 2.5`, `" the witness "`): it is detokenized
-here so it reads as prose. QNLI's two halves come from the same articles: the held-out half shares
-topics, not sentences, with training.
+text is the tokenized SentEval variant (`doesn 't`, `$ 2.5`, `" the witness "`), and some RTE and
+CoLA texts have a space before punctuation: every text is detokenized here so it reads as prose.
+QNLI's two halves come from the same articles: the held-out half shares topics, not sentences,
+with training.
 """
 
 from __future__ import annotations
@@ -38,12 +39,10 @@ DESCRIPTION = (
 )
 
 _DETOK = [
-    (re.compile(r" (n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"),  # doesn 't -> doesn't
-    (re.compile(r"\b(\w+) n 't\b"), r"\1n't"),
+    (re.compile(r"(\d) , (\d{3})\b"), r"\1,\2"),  # 1 , 520 -> 1,520
+    (re.compile(r" ('t|n't|'s|'re|'ve|'ll|'d|'m)\b", re.IGNORECASE), r"\1"),  # doesn 't -> doesn't
     (re.compile(r" ([.,;:?!%)\]}])"), r"\1"),  # no space before closing punctuation
     (re.compile(r"([(\[{$#]) "), r"\1"),  # none after opening punctuation or currency
-    (re.compile(r" ' s\b"), "'s"),
-    (re.compile(r"(\d) , (\d{3})\b"), r"\1,\2"),
 ]
 
 
@@ -92,8 +91,8 @@ def sources(glue: Path) -> dict[str, dict[str, list[str]]]:
     qnli = list(dict.fromkeys(_columns(glue / "QNLI" / "dev.tsv", "sentence")))
     return {
         "MRPC": {
-            "train": [detokenize(t) for t in _columns(glue / "MRPC" / "train.tsv", *mrpc)],
-            "heldout": [detokenize(t) for t in _columns(glue / "MRPC" / "dev.tsv", *mrpc)],
+            "train": _columns(glue / "MRPC" / "train.tsv", *mrpc),
+            "heldout": _columns(glue / "MRPC" / "dev.tsv", *mrpc),
         },
         "RTE": {
             "train": _columns(glue / "RTE" / "train.tsv", "sentence1", "sentence2"),
@@ -114,7 +113,10 @@ def sources(glue: Path) -> dict[str, dict[str, list[str]]]:
 
 def build(glue: Path, seed: int = 0) -> tuple[list[str], list[str], dict]:
     """(train texts, held-out texts, manifest): each text once, no held-out text in train."""
-    found = sources(glue)
+    found = {
+        name: {side: [detokenize(t) for t in texts] for side, texts in split.items()}
+        for name, split in sources(glue).items()
+    }
     heldout, seen_held, counts = [], set(), {}
     for name, split in found.items():
         kept = 0
