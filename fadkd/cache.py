@@ -118,8 +118,11 @@ class TeacherCache:
         return Outputs(logits=logits.to(device), hidden=hidden, attentions=attentions, mask=mask)
 
 
-def open_cache(cfg: CacheConfig, components: dict) -> tuple[Path, TeacherCache | None]:
-    """(folder for this key, the cache if complete there). An explicit path must match the key."""
+def open_cache(cfg: CacheConfig, components: dict, reader=None) -> tuple[Path, TeacherCache | None]:
+    """(folder for this key, the cache if complete there). An explicit path must match the key.
+
+    `reader` opens a complete folder (default TeacherCache; the causal-LM cache passes its own).
+    """
     key = cache_key(components)
     folder = Path(os.path.expanduser(cfg.path)) if cfg.path else Path(os.path.expanduser(cfg.dir)) / key
     meta_path = folder / "meta.json"
@@ -134,7 +137,7 @@ def open_cache(cfg: CacheConfig, components: dict) -> tuple[Path, TeacherCache |
             f"the teacher cache at {folder} was built for something else: {', '.join(differ)} differ. "
             "Use another cache.path, or leave cache.path unset so each key gets its own folder"
         )
-    return folder, TeacherCache(folder)
+    return folder, (reader or TeacherCache)(folder)
 
 
 @torch.no_grad()

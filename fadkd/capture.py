@@ -18,12 +18,13 @@ from fadkd.errors import FadkdError
 
 @dataclass
 class Outputs:
-    logits: Tensor  # [B, C] (sequence classification) or [B, L, V] (causal LM)
+    logits: Tensor | None  # [B, C] (sequence classification) or [B, L, V] (causal LM); None: see topk
     hidden: dict[int, Tensor]  # layer index -> [B, L, H]; 0 = embedding output
     attentions: dict[int, Tensor]  # layer index (1-based) -> [B, heads, L, L] probabilities
     mask: Tensor  # [B, L] attention mask, 1 = real token
     # layer index (1-based) -> (query, key, value), each [B, query heads, L, head dim] (loss.attn=relations)
     qkv: dict[int, tuple[Tensor, Tensor, Tensor]] = field(default_factory=dict)
+    topk: object | None = None  # a causal-LM teacher read from its cache: kd_terms.TopK instead of logits
 
 
 def run_model(model: torch.nn.Module, inputs: dict[str, Tensor], layers: "Layers") -> Outputs:

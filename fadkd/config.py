@@ -273,12 +273,16 @@ class CacheConfig:
     path: str | None = None  # an explicit cache folder (refused if built for something else)
     max_gb: float = 50.0  # refuse to write a cache estimated larger than this
     dtype: str = "float16"  # float16 | bfloat16: hidden states and maps; logits stay float32
+    # Causal LMs (fadkd/lm_cache.py): per token the teacher's top_k most likely tokens (log-probabilities
+    # at loss.temperature) and the mass of the rest as one bucket; k >= the vocabulary keeps all of it.
+    top_k: int = 64
 
     def __post_init__(self) -> None:
         if self.dtype not in CACHE_DTYPES:
             raise ConfigError(f"cache.dtype='{self.dtype}' is unknown; choose float16 or bfloat16")
         if self.max_gb <= 0:
             raise ConfigError(f"cache.max_gb={self.max_gb} must be > 0")
+        check_positive("cache.top_k", self.top_k)
 
 
 @dataclass

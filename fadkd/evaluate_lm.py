@@ -11,7 +11,7 @@
     bleu       sacrebleu corpus_bleu, 0-100 (default 13a tokenisation)
     rouge_1/2/l  rouge-score F-measure, mean over prompts, 0-100 (its tokeniser keeps [a-z0-9])
     cer        jiwer.cer over all prompts: total character edits / total reference characters
-    bleu_vs_teacher, cer_vs_teacher   the same against the teacher's continuations
+    bleu_vs_teacher, rouge_l_vs_teacher, cer_vs_teacher   the same against the teacher's continuations
 - tokens_per_s: new tokens generated per second of greedy decoding (batched, KV cache, after a
   two-token warm-up on the first batch; a sequence's tokens count up to and including its eos);
   score_tokens_per_s: tokens per second of the perplexity pass; params: the model's parameters.
@@ -179,7 +179,11 @@ class LmEvaluator:
         metrics |= text_metrics(texts, self.references)
         if self.teacher_texts is not None:
             versus = text_metrics(texts, self.teacher_texts)
-            metrics |= {"bleu_vs_teacher": versus["bleu"], "cer_vs_teacher": versus["cer"]}
+            metrics |= {
+                "bleu_vs_teacher": versus["bleu"],
+                "rouge_l_vs_teacher": versus["rouge_l"],
+                "cer_vs_teacher": versus["cer"],
+            }
         metrics |= {"tokens_per_s": speed, "params": float(sum(p.numel() for p in model.parameters()))}
         return metrics
 

@@ -18,6 +18,9 @@ arithmetic, so padding garbage (NaN, inf) changes neither the value nor a gradie
                Not zero for identical distributions: it equals τ²·H(p_t) there, its minimum over
                the student; its gradient with respect to the student is forward_kl's.
 - uld          Universal Logit Distillation (Boizard et al. 2024), for tokenizers that differ: see `uld`.
+
+A sparse teacher (the causal-LM cache, fadkd/lm_cache.py) gives per position only its k most likely
+tokens and the probability mass of the rest: see `TopK` and `sparse_kd_term`.
 """
 
 from __future__ import annotations
@@ -160,6 +163,75 @@ def uld(
     return _mean((p_s - p_t).abs().sum(-1), real)
 
 
+@dataclass
+class TopK:
+    """A sparse teacher distribution at temperature τ (the causal-LM cache, fadkd/lm_cache.py).
+
+    ids [..., k] (long): the teacher's k most likely tokens at each position; logp [..., k]:
+    their log p_t^τ(v) = log softmax(z_t/τ)_v over the whole vocabulary; tail [...]: the log of
+    the probability mass of every other token at τ (-inf, or at most TAIL_FLOOR, when k = V).
+    """
+
+    ids: Tensor
+    logp: Tensor
+    tail: Tensor
+
+
+TAIL_FLOOR = -1e4  # log-mass of an empty tail: exp() is 0 in float32, and every gradient stays finite
+
+
+def coarsen(student_logits: Tensor, ids: Tensor, temperature: float, mask: Tensor | None = None) -> Tensor:
+    """The student's log-probabilities at τ over k + 1 outcomes: the tokens `ids`, then all others.
+
+    student_logits [..., V], ids [..., k] (distinct per position), mask [...] or None. Returns
+    [..., k + 1]: log p_s^τ(ids), and the log of the mass on the V − k other tokens (the tail
+    bucket, TAIL_FLOOR + log(V) when k = V). Masked positions read zero logits (padding garbage
+    never reaches a value or a gradient).
+    """
+    s = student_logits.float()
+    if mask is not None:
+        s = torch.where((mask != 0)[..., None], s, 0.0)
+    log_s = F.log_softmax(s / temperature, dim=-1)
+    tail = torch.logsumexp(log_s.scatter(-1, ids, TAIL_FLOOR), dim=-1)  # the k entries removed
+    return torch.cat([log_s.gather(-1, ids), tail[..., None]], dim=-1)
+
+
+def sparse_kd_term(
+    kind: str, student_logits: Tensor, teacher: TopK, temperature: float, mask: Tensor | None = None,
+    jsd_beta: float = 0.5,
+) -> Tensor:  # fmt: skip
+    """The α term against a sparse teacher: `kind` on both distributions coarsened to k + 1 outcomes.
+
+    student_logits [..., V]; teacher: TopK with ids / logp [..., k], tail [...]; mask [...] or
+    None. Each distribution at τ is collapsed onto the teacher's k tokens plus one bucket holding
+    the mass of the V − k others, and the configured term (forward_kl, reverse_kl, symmetric_kl,
+    jsd, soft_ce) is taken between those two (k + 1)-outcome distributions, times τ².
+
+    Why this form: the coarsened distributions are both exactly known (the student's tail is
+    computed from its full logits), so every term of the KL family is a proper divergence there,
+    0 when the student matches the teacher's top k and its tail mass. It equals the live term at
+    k = V (the tail is empty). For smaller k it never exceeds it (data processing: merging
+    outcomes cannot increase an f-divergence, nor the entropy in soft_ce), and for forward_kl the
+    gap is exactly τ²·mean over positions of p_t(T)·KL(p_t(·|T) ‖ p_s(·|T)): the teacher's tail
+    mass times the divergence inside the tail, which the student is no longer taught
+    (tests/test_lm_cache.py checks it). Renormalising the teacher over its top k instead would
+    tell the student to put no mass on the tail at all. uld is refused: it compares whole sorted
+    distributions, which the top k do not determine.
+    """
+    if kind not in KL_FAMILY:
+        raise ValueError(
+            f"loss.kd={kind} cannot be computed from a top-k teacher; the sparse form exists for {', '.join(KL_FAMILY)}"
+        )
+    if teacher.ids.shape != teacher.logp.shape or tuple(teacher.ids.shape[:-1]) != tuple(student_logits.shape[:-1]):
+        raise ValueError(
+            f"top-k teacher ids {tuple(teacher.ids.shape)} / logp {tuple(teacher.logp.shape)} do not fit student "
+            f"logits {tuple(student_logits.shape)}"
+        )
+    s = coarsen(student_logits, teacher.ids, temperature, mask)
+    t = torch.cat([teacher.logp.float(), teacher.tail.float().clamp_min(TAIL_FLOOR)[..., None]], dim=-1)
+    return kd_term(kind, s, t, 1.0, mask, jsd_beta=jsd_beta) * temperature**2
+
+
 def kd_term(
     kind: str,
     student_logits: Tensor,
@@ -212,6 +284,10 @@ class TermChoice:
 
     def output_term(self, student, teacher, temperature: float) -> Tensor:
         """The α term on two Outputs: token-level on [B, L, V] (token masks), per row on [B, C]."""
+        sparse = getattr(teacher, "topk", None)  # the causal-LM cache: top-k ids, log-probs, tail
+        if sparse is not None:  # its ids and log-probs were taken over the first kd_vocab logits
+            s_logits = student.logits if self.kd_vocab is None else student.logits[..., : self.kd_vocab]
+            return sparse_kd_term(self.kd, s_logits, sparse, temperature, student.mask, self.jsd_beta)
         s_logits, t_logits = student.logits, teacher.logits.detach()
         if self.kd_vocab is not None:  # the padding entries past the real vocabulary never count
             s_logits, t_logits = s_logits[..., : self.kd_vocab], t_logits[..., : self.kd_vocab]

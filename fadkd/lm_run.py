@@ -22,6 +22,7 @@ from transformers import PreTrainedModel, PreTrainedTokenizerBase
 from fadkd.capture import Layers, layers_to_capture, run_model
 from fadkd.config import Config
 from fadkd.evaluate_lm import LmEvaluator
+from fadkd.lm_cache import CachedLmTeacher, cached_lm_teacher, check_lm_cache_config
 from fadkd.lm_models import check_lm_lengths, from_teacher, layers_to_keep, load_causal_lm, prepare_tokenizer
 from fadkd.models import ModelError, depth, load_tokenizer, width
 from fadkd.progress import make_console
@@ -32,7 +33,9 @@ TEACHER_GENERATIONS = "teacher_generations.jsonl"
 
 
 class LmTeacher:
-    """The frozen teacher's side of a step (train.py's `teacher.outputs(batch)`); never cached."""
+    """The frozen teacher's side of a step (train.py's `teacher.outputs(batch)`), run live.
+
+    With cache.enabled the loop reads fadkd/lm_cache.py's CachedLmTeacher instead."""
 
     cache = None
 
@@ -59,16 +62,30 @@ class LmSetup:
 
     @property
     def teacher_shape(self) -> dict[str, int] | None:
-        m = self.teacher_model
-        return None if m is None else {"layers": depth(m), "width": width(m), "heads": m.config.num_attention_heads}
+        return None if self.teacher_model is None else self.shape_of(self.teacher_model)
 
-    def teacher(self, pairs, cfg: Config) -> LmTeacher | None:
-        """The live teacher for the loop, reading the layers the loss terms need; None without teacher terms."""
+    @staticmethod
+    def shape_of(m: PreTrainedModel) -> dict[str, int]:
+        return {"layers": depth(m), "width": width(m), "heads": m.config.num_attention_heads}
+
+    def teacher(self, pairs, cfg: Config, device=None) -> LmTeacher | CachedLmTeacher | None:
+        """The teacher for the loop, reading the layers the loss terms need; None without teacher terms.
+
+        cache.enabled: its top-k cache (built here on first use), and the model is freed.
+        """
         if self.teacher_model is None:
             return None
         features, maps = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0
         layers = layers_to_capture(pairs, features, maps, cfg.loss.attn == "relations")[1]
-        return LmTeacher(self.teacher_model, layers, self.teacher_metrics)
+        if not cfg.cache.enabled:
+            return LmTeacher(self.teacher_model, layers, self.teacher_metrics)
+        model, self.teacher_model = self.teacher_model, None
+        vocab = self.kd_vocab or model.config.vocab_size
+        device = device or next(model.parameters()).device
+        return cached_lm_teacher(
+            cfg, model, self.teacher_tok, self.train_rows, layers, self.shape_of(model), vocab, self.teacher_metrics,
+            device, console.print,
+        )  # fmt: skip
 
     def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
         return self.evaluator.evaluate(model)
@@ -101,11 +118,7 @@ def build_evaluator(cfg: Config, tok: PreTrainedTokenizerBase, device) -> LmEval
 
 def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir: Path) -> LmSetup:
     task = get_lm_task(cfg.task.name)
-    if cfg.cache.enabled:
-        raise ModelError(
-            "cache.enabled=true: the teacher-output cache is for GLUE tasks; a causal LM's logits take a "
-            "vocabulary of floats per token, so LM runs read the live teacher: set cache.enabled=false"
-        )
+    check_lm_cache_config(cfg)  # the top-k cache (fadkd/lm_cache.py): refused terms, before any loading
     from_t = cfg.student.init == "from_teacher"
     teacher = teacher_tok = None
     if use_teacher or from_t or _teacher_loadable(cfg):
@@ -128,6 +141,7 @@ def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir
 
     texts = load_texts(task, "train", cfg.task, _data_dir(cfg.task.data_dir))
     train_rows = pack_blocks(encode(student_tok, texts), student_tok.eos_token_id, cfg.task.block_size)
+    train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
     evaluator = build_evaluator(cfg, student_tok, device)
     console.print(
         f"{task.name}: {len(texts)} training texts -> {len(train_rows)} blocks of {cfg.task.block_size} tokens; "

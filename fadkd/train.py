@@ -185,7 +185,8 @@ def train(cfg: Config, out_dir: Path) -> dict:
 
     teacher = None
     if lm is not None:
-        teacher = lm.teacher(pairs, cfg)  # None unless the loss reads it (it was evaluated either way)
+        # None unless the loss reads it (it was evaluated either way); rank 0 first: it writes the cache
+        teacher = distributed.rank0_first(lambda: lm.teacher(pairs, cfg, device), dist)
     elif use_teacher:  # rank 0 first: it writes the teacher cache (cache.enabled) that the others then read
         teacher = distributed.rank0_first(
             lambda: Teacher(

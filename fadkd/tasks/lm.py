@@ -192,7 +192,8 @@ class LmCollator:
             student_tok, teacher_tok = self.retokenize
             ids = [retokenize(r["input_ids"], student_tok, teacher_tok) for r in rows]
             teacher = pad_blocks(ids, teacher_tok.pad_token_id)
-        return Batch(student=inputs, teacher=teacher, labels=labels)
+        indices = torch.tensor([r["_index"] for r in rows]) if "_index" in rows[0] else None  # cache lookups
+        return Batch(student=inputs, teacher=teacher, labels=labels, indices=indices)
 
 
 def pad_blocks(blocks: list[list[int]], pad_id: int) -> dict[str, torch.Tensor]:
