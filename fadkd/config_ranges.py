@@ -70,6 +70,7 @@ RANGES: dict[str, Range] = {
     "task.augment": Range(low=0, means="perturbed copies per training row"),
     "task.augment_p": Range(low=0, high=1, low_open=True, high_open=True, means="a per-word probability"),
     "task.augment_seed": SEED,
+    "task.unlabelled_rows": Range(low=0, means="training rows after the labelled ones, their labels hidden"),
     "task.block_size": Range(low=2, means="tokens per packed block"),
     "task.prompt_fraction": Range(low=0, high=1, low_open=True, high_open=True, means="a share of each text"),
     "task.max_new_tokens": Range(low=1, means="generated tokens per held-out text"),
@@ -83,6 +84,7 @@ RANGES: dict[str, Range] = {
     "loss.jsd_beta": Range(low=0, high=1, means="the mixing weight of JSD"),
     "loss.relation_heads": Range(low=1, null=True, means="relation heads"),
     "loss.projection_lr": Range(low=0, low_open=True, null=True, means="the projections' learning rate"),
+    "loss.intermediate_epochs": Range(low=0, means="epochs of the intermediate-layer stage (feature_schedule=staged)"),
     "loss.feature_until": Range(low=0, high=1, low_open=True, means="a share of the steps"),
     "train.epochs": Range(low=0, means="passes over the training rows"),
     "train.max_steps": Range(low=-1, means="optimizer steps (-1 = use train.epochs)"),
@@ -100,6 +102,7 @@ RANGES: dict[str, Range] = {
     "train.keep_checkpoints": Range(low=1, means="newest checkpoints kept"),
     "train.max_nonfinite_skips": Range(low=0, means="skipped steps before a run stops"),
     "cache.max_gb": Range(low=0, low_open=True, means="the largest cache written, in GB"),
+    "cache.top_k": Range(low=1, means="teacher tokens kept per position (causal LMs)"),
 }
 
 
