@@ -39,7 +39,7 @@ STAGED = ["student.init=from_teacher", "student.keep_layers=[0,3]", "mapping=kep
 STAGED += ["loss.intermediate_epochs=1", "train.max_steps=7"]
 
 
-@pytest.mark.parametrize("extra", [[], STAGED], ids=["default", "staged"])
+@pytest.mark.parametrize("extra", [[], pytest.param(STAGED, marks=pytest.mark.slow)], ids=["default", "staged"])
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [*RUN, *extra]
