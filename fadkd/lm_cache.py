@@ -16,7 +16,7 @@ vocabulary, the dtype and the teacher layers stored. A cache under an explicit `
 another key is refused, naming what differs.
 
 Layout of <cache dir>/<key>/ (T = training tokens, k = top_k, widths and heads the teacher's):
-- meta.json: key components, block lengths, k, τ, vocabulary, teacher shape and parameter count
+- meta.json: key components, block lengths, k, τ, vocabulary, teacher shape, parameter count, build time
 - topk_ids.bin    [T, k] uint16 (vocabularies up to 65,536 tokens) or int32
 - topk_logp.bin   [T, k] float16 / bfloat16: log p_t^τ of those tokens
 - tail.bin        [T] float32: log of the rest's mass at τ (-inf when k covers the vocabulary)
@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from pathlib import Path
 
 import numpy as np
@@ -225,6 +226,7 @@ def build_lm_cache(
         return x.cpu().contiguous().view(torch.int16).reshape(-1).numpy()
 
     teacher.eval()
+    started = time.perf_counter()
     for start in range(0, len(rows), batch_size):
         chunk = range(start, min(start + batch_size, len(rows)))
         inputs = {k_: v.to(device) for k_, v in pad_blocks([rows[i]["input_ids"] for i in chunk], pad_id).items()}
@@ -253,6 +255,7 @@ def build_lm_cache(
         "lengths": lengths,
         "teacher": shape,
         "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "build_seconds": time.perf_counter() - started,  # the teacher's pass and the writes
         "layers": {"hidden": sorted(layers.hidden), "attentions": sorted(layers.attentions)},
     }
     return _commit(tmp, folder, meta)
@@ -288,9 +291,10 @@ def cached_lm_teacher(
     folder, cache = open_cache(cfg.cache, components, reader=LmTeacherCache)
     if cache is not None:
         log(f"teacher cache: reading {folder}")
-    else:
+    else:  # the teacher's one pass: its time is in meta.json (build_seconds) and the run's wall time
         cache = build_lm_cache(
             folder, components, cfg, teacher, rows, tok.pad_token_id, layers, shape, cfg.train.eval_batch_size,
             device, log,
         )  # fmt: skip
+        log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s")
     return CachedLmTeacher(cache, metrics, device)
