@@ -214,11 +214,11 @@ def _train_verb(verb: str, rest: list[str]) -> None:
         print(config_help(CONF_DIR, config_name, given))
         return
     check_keys(rest)
+    rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
     if not any(a in HYDRA_INFO_FLAGS for a in rest):
         check_run_dir(rest)
     HYDRA_RECORD.clear()
     HYDRA_RECORD.update(hydra_record(rest))
-    rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
     sys.argv = [f"{sys.argv[0]} {verb}", *rest]  # Hydra parses sys.argv
     train_main(config_name)
 

@@ -49,8 +49,8 @@ def check_keys(args: list[str]) -> None:
             continue
         section, field = key.split(".")[:2]
         if section not in sections:
-            close = difflib.get_close_matches(section, sections, n=1)
-            hint = f"did you mean {close[0]}.{field}? " if close else ""
+            close = ["student"] if section == "model" else difflib.get_close_matches(section, sections, n=1)
+            hint = f"did you mean {close[0]}.{field}? " if close else ""  # finetune's model= fills student.*
             raise FadkdError(
                 f"{key}: '{section}' is not a config section; {hint}the sections are {', '.join(sections)} "
                 "(`fadkd train --help` lists their keys)"
