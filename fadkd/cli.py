@@ -9,6 +9,7 @@ table  results table over run folders:     fadkd table <multirun dir | run dirs.
 import argparse
 import json
 import os
+import signal
 import sys
 from pathlib import Path
 
@@ -253,6 +254,10 @@ def main(argv: list[str] | None = None) -> None:
     try:
         _dispatch(verb, rest)
         sys.stdout.flush()
+    except SystemExit as stop:
+        if stop.code in (130, 143):  # stopped by a signal, checkpoint written: a late Ctrl-C must not kill the exit
+            signal.signal(signal.SIGINT, signal.SIG_IGN)  # (Python's finalisation would reset it to the default)
+        raise
     except BrokenPipeError:  # `fadkd ... | head`: the reader left; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)

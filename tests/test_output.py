@@ -86,7 +86,8 @@ def test_interrupted_piped_run_prints_a_whole_resume_command(tmp_path):
     proc.send_signal(signal.SIGINT)  # a double press: ignored, the checkpoint still comes
     assert proc.wait(timeout=300) == 130
     log = (tmp_path / "log").read_text()
-    assert "Traceback" not in log and "already stopping" in log
+    # The second press lands in the step ("already stopping") or in the exit (ignored): 130 and a checkpoint either way.
+    assert "Traceback" not in log and "interrupted:" not in log
     assert any((run / "checkpoints").glob("step-*"))
     resume = _lines_with(log, "train.resume=true")
     assert len(resume) == 1 and resume[0].strip().endswith(f"hydra.run.dir={run}")
