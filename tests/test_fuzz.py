@@ -145,6 +145,7 @@ def _compose(overrides: list[str]):
 NUMERIC = [(key, value) for key, rule_key, is_int in _numeric_keys() for value in _outside(RANGES[rule_key], is_int)]
 
 
+@pytest.mark.slow  # 160 cases: with the slow tests, so `make test` stays under 5 minutes (CI runs both)
 @pytest.mark.parametrize("key, value", NUMERIC)
 def test_numeric_field_outside_its_range_is_refused(key, value):
     """Every numeric field, every edge of its range: refused with the key and the value in the message."""
@@ -161,6 +162,7 @@ def test_numeric_field_outside_its_range_is_refused(key, value):
 RUN_DIRS = ["a-file", "a-file/below", "x" * 256, "ok/" + "é" * 130, "/sys/fadkd-fuzz", "/proc/fadkd-fuzz", "fine/run"]
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("seed", range(40))
 def test_run_folder_paths_are_created_or_refused_in_one_line(seed, tmp_path):
     """hydra.run.dir / hydra.sweep.dir of every kind: made and writable, or a FadkdError naming it."""

@@ -55,6 +55,7 @@ def test_a_log_file_is_readable(logged_run):
     assert re.search(r"student final .* \d\.\d{4}", _lines_with(log, "student final")[0])  # a table row, one line
 
 
+@pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_eval_prints_its_result_without_a_loading_bar(logged_run):
     run, _ = logged_run
     proc = subprocess.run([sys.executable, "-m", "fadkd", "eval", f"run_dir={run}"], capture_output=True,
@@ -64,6 +65,7 @@ def test_eval_prints_its_result_without_a_loading_bar(logged_run):
     assert "accuracy" in json.loads(proc.stdout.strip().splitlines()[-1])
 
 
+@pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_resume_with_force_takes_the_new_settings(logged_run):
     run, _ = logged_run
     args = ["train", *FAST, "train.max_steps=5", "train.lr=0.002", "train.resume=force", f"hydra.run.dir={run}"]
@@ -100,6 +102,7 @@ def test_help_cut_short_by_head_is_quiet():
         assert len(proc.stdout.splitlines()) == 3 and proc.stderr == "", proc.stderr
 
 
+@pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_help_lists_groups_keys_defaults_and_meanings():
     def help_of(*args: str) -> str:
         return subprocess.run([sys.executable, "-m", "fadkd", *args], capture_output=True, text=True, env=ENV,
@@ -115,6 +118,7 @@ def test_help_lists_groups_keys_defaults_and_meanings():
     assert help_of("--version").startswith("fadkd ")
 
 
+@pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_eighteen_overrides_make_a_folder_name_the_file_system_takes(tmp_path):
     many = [f"{k}={v}" for k, v in [("train.lr", 0.002), ("train.seed", 3), ("train.warmup_ratio", 0.2),
             ("train.grad_clip", 2.0), ("loss.alpha", 0.5), ("loss.beta", 0.5), ("loss.gamma", 0.5),
@@ -159,6 +163,7 @@ def test_second_ctrl_c_soon_after_the_first_is_ignored():
             interrupts._handle(signal.SIGINT, None)
 
 
+@pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_a_crashed_run_leaves_no_stale_lock(tmp_path):
     code = f"from pathlib import Path; from fadkd.run_dir import lock_run_dir; lock_run_dir(Path({str(tmp_path)!r}));"
     code += " print('locked', flush=True); import time; time.sleep(60)"
