@@ -23,6 +23,7 @@ import re
 from pathlib import Path
 
 import torch
+from transformers import AutoModelForCausalLM, AutoTokenizer
 
 from fadkd.augment import UNLABELLED
 from fadkd.cache import teacher_fingerprint
@@ -88,8 +89,6 @@ class Proposer:
     """Next-word proposals of a causal LM at every word of a text."""
 
     def __init__(self, path: str):
-        from transformers import AutoModelForCausalLM, AutoTokenizer
-
         self.tok = AutoTokenizer.from_pretrained(path)
         self.model = AutoModelForCausalLM.from_pretrained(path, dtype=torch.float32).eval()
         self.start = self.tok.bos_token_id if self.tok.bos_token_id is not None else self.tok.eos_token_id

@@ -21,6 +21,7 @@ from pathlib import Path
 
 from fadkd.augment import UNLABELLED, augment_rows
 from fadkd.config import Config
+from fadkd.lm_augment import lm_copies
 from fadkd.tasks.glue import GlueTask, TaskError, load_split
 
 
@@ -30,8 +31,6 @@ def training_rows(cfg: Config, task: GlueTask, data_dir: str | None, log=print) 
     rows = load_split(task, "train", data_dir, t.max_train_samples).to_list()
     labelled = len(rows)
     if t.augment and t.augment_method == "lm":
-        from fadkd.lm_augment import lm_copies  # loads a causal LM: only when asked for
-
         rows += lm_copies(rows, task, cfg, log)
     elif t.augment:
         rows = augment_rows(rows, task.text_columns, t.augment, t.augment_p, t.augment_seed, task.is_regression)
