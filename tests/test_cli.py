@@ -103,14 +103,19 @@ def test_regression_task(tmp_path):
     assert set(metrics["student"]) == {"pearson", "spearmanr"}
 
 
+# Each case is also a row of docs/errors.md, tested in-process by test_errors.py; here they run as a user's
+# process would, the first in the fast suite and the rest with the slow tests (CI runs both).
+SLOW = pytest.mark.slow
+
+
 @pytest.mark.parametrize(
     "args, message",
     [
         (["task=nope"], "task"),
-        (["task=mrpc", "task.data_dir=/does/not/exist"], "does not exist"),
-        (["teacher.path=/no/such/model"], "does not exist"),
-        (["mapping=explicit", "mapping.pairs=[[1,9]]"], "out of range"),
-        (["loss.alpha=-1"], "negative"),
+        pytest.param(["task=mrpc", "task.data_dir=/does/not/exist"], "does not exist", marks=SLOW),
+        pytest.param(["teacher.path=/no/such/model"], "does not exist", marks=SLOW),
+        pytest.param(["mapping=explicit", "mapping.pairs=[[1,9]]"], "out of range", marks=SLOW),
+        pytest.param(["loss.alpha=-1"], "negative", marks=SLOW),
     ],
 )
 def test_user_errors_are_one_clear_message(args, message, tmp_path):

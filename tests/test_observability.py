@@ -133,6 +133,7 @@ def test_plot_without_logged_rows_says_why(run, tmp_path):
         plot_path(tmp_path / "missing")
 
 
+@pytest.mark.slow  # a 2-run sweep and a plot, in subprocesses: with the slow tests (test_cli keeps a fast multirun)
 def test_plot_multirun_draws_metric_against_swept_value(tmp_path):
     sweep = tmp_path / "sweep"
     run_cli("train", "-m", *FAST, "loss.delta=0,0.5", f"hydra.sweep.dir={sweep}")

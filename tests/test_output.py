@@ -76,6 +76,7 @@ def test_resume_with_force_takes_the_new_settings(logged_run):
     assert "lr: 0.002" in (run / "config.yaml").read_text()
 
 
+@pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_interrupted_piped_run_prints_a_whole_resume_command(tmp_path):
     run = tmp_path / ("folder-" * 14)
     proc = _to_log(["train", *FAST, "train.max_steps=100000", f"hydra.run.dir={run}"], tmp_path / "log",
@@ -95,11 +96,11 @@ def test_interrupted_piped_run_prints_a_whole_resume_command(tmp_path):
     assert len(resume) == 1 and resume[0].strip().endswith(f"hydra.run.dir={run}")
 
 
-def test_help_cut_short_by_head_is_quiet():
-    for verb in ("finetune", "train"):
-        proc = subprocess.run(f"{sys.executable} -m fadkd {verb} --help | head -3", shell=True, capture_output=True,
-                              text=True, env=ENV, cwd=ROOT, timeout=300)  # fmt: skip
-        assert len(proc.stdout.splitlines()) == 3 and proc.stderr == "", proc.stderr
+@pytest.mark.parametrize("verb", ["train", pytest.param("finetune", marks=pytest.mark.slow)])
+def test_help_cut_short_by_head_is_quiet(verb):
+    proc = subprocess.run(f"{sys.executable} -m fadkd {verb} --help | head -3", shell=True, capture_output=True,
+                          text=True, env=ENV, cwd=ROOT, timeout=300)  # fmt: skip
+    assert len(proc.stdout.splitlines()) == 3 and proc.stderr == "", proc.stderr
 
 
 @pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)

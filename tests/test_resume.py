@@ -39,7 +39,10 @@ STAGED = ["student.init=from_teacher", "student.keep_layers=[0,3]", "mapping=kep
 STAGED += ["loss.intermediate_epochs=1", "train.max_steps=7"]
 
 
-@pytest.mark.parametrize("extra", [[], pytest.param(STAGED, marks=pytest.mark.slow)], ids=["default", "staged"])
+# Three CLI runs (straight, killed, resumed): with the slow tests (CI runs both). The fast suite keeps resume
+# through test_damaged_checkpoint_is_skipped_for_the_previous_one and the SIGTERM case below.
+@pytest.mark.slow
+@pytest.mark.parametrize("extra", [[], STAGED], ids=["default", "staged"])
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [*RUN, *extra]
@@ -102,7 +105,8 @@ def test_resume_without_checkpoints_says_so(tmp_path):
         train(cfg, tmp_path)
 
 
-@pytest.mark.parametrize("sig, code", [(signal.SIGINT, 130), (signal.SIGTERM, 143)])
+# The same path for both signals: SIGTERM in the fast suite, SIGINT with the slow tests (CI runs both).
+@pytest.mark.parametrize("sig, code", [pytest.param(signal.SIGINT, 130, marks=pytest.mark.slow), (signal.SIGTERM, 143)])
 def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, sig, code):
     steps = tmp_path / "steps.jsonl"
     proc = subprocess.Popen(
