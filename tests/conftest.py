@@ -7,6 +7,11 @@ from pathlib import Path
 
 import pytest
 
+# One torch thread in the test process and in every CLI run it starts (they inherit the environment): models
+# this small gain nothing from a second thread, and on a busy machine two threads wait on each other
+# (tests/test_cli.py on 2 shared cores: 111 s with two threads, 85 s with one). A value set outside is kept.
+os.environ.setdefault("OMP_NUM_THREADS", "1")
+
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "fixtures" / "glue"
 SHARED_GLUE = Path(os.environ.get("FADKD_GLUE_DIR", ROOT.parent / "shared" / "data" / "glue"))
