@@ -20,7 +20,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)  ## create .venv: torch==2.13.0 first, then fadkd with dev tools
 
 DEMO_OUT ?= outputs/demo
-demo: $(STAMP)  ## distillation in about two minutes on CPU: tiny teacher, student alone, distilled student on the shipped SST-2 sample (outputs/demo)
+demo: $(STAMP)  ## distillation in about a minute on CPU: tiny teacher, student alone, distilled student on the shipped SST-2 sample (outputs/demo)
 	FADKD=$(BIN)/fadkd PYTHON=$(BIN)/python scripts/demo_kd.sh $(DEMO_OUT)
 
 test: $(STAMP)  ## the fast test suite (about 4 minutes on 2 CPU cores; README says the measured time)
@@ -70,7 +70,7 @@ bench: $(STAMP) bench-peers  ## speed benchmark vs FLOOR, TextBrewer, torchdisti
 bench-multirun: $(STAMP)  ## a 4-run sweep on 2,000 MRPC rows with and without the teacher cache -> bench/results/multirun_cache.jsonl
 	$(BIN)/python bench/multirun_cache.py
 
-# The quality suite (issue 4): TASKS, SEEDS, EPOCHS, FULL (the full row's experiment config), ROWS (extra
+# The quality suite: TASKS, SEEDS, EPOCHS, FULL (the full row's experiment config), ROWS (extra
 # rows as name=experiment), GLUE (the GLUE folder). Runs in outputs/quality/<task>/; reruns reuse them.
 TASKS ?= mrpc rte
 SEEDS ?= 42 43 44
@@ -82,13 +82,13 @@ quality: $(STAMP)  ## GLUE ablation (teacher, student alone, KD only, features o
 	$(BIN)/python scripts/glue_suite.py --tasks $(TASKS) --seeds $(SEEDS) --epochs $(EPOCHS) --full $(FULL) \
 		--data-dir $(GLUE) $(if $(strip $(ROWS)),--rows $(ROWS))
 
-# Issue 18's suite: a student built from the fine-tuned teacher's layers; rows student alone, KD only,
+# The shrink suite: a student built from the fine-tuned teacher's layers; rows student alone, KD only,
 # the recipe, and the last two on teacher-labelled data. SST-2 keeps 8,000 labelled rows and hides the
 # labels of the next POOL (the unlabelled pool); MRPC and RTE get LM-written copies (conf/data/lm_copies.yaml).
 SHRINK_TEACHER ?= mpnet-base
 SHRINK_KEEP ?= [0,4,8,11]
 POOL ?= 16000
-quality-shrink: $(STAMP)  ## issue 18's suite on SST-2 (8k labels + POOL unlabelled) x SEEDS (needs `make models`) -> bench/results/quality_shrink_sst2.md, quality.jsonl
+quality-shrink: $(STAMP)  ## students built from the teacher's layers on SST-2 (8k labels + POOL unlabelled) x SEEDS (needs `make models`) -> bench/results/quality_shrink_sst2.md, quality.jsonl
 	$(BIN)/python scripts/glue_suite.py --shrink --tasks sst2 --seeds $(SEEDS) --epochs $(EPOCHS) --data-dir $(GLUE) \
 		--out outputs/shrink --teacher $(SHRINK_TEACHER) --teacher-lr 5e-5 --student from-teacher \
 		--student-extra 'student.keep_layers=$(SHRINK_KEEP)' --student-label "$(SHRINK_TEACHER) layers $(SHRINK_KEEP)" \

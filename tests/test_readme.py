@@ -84,7 +84,9 @@ def test_ci_runs_the_set_up_commands():
 
 def _make_dry(*args: str) -> str:
     """What `make <args>` would run, without the install step (-o: take the venv's stamp as made)."""
-    proc = subprocess.run(["make", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, capture_output=True, text=True)
+    env = {k: v for k, v in os.environ.items() if k not in ("MAKEFLAGS", "MAKELEVEL", "MFLAGS")}  # under `make test`
+    proc = subprocess.run(["make", "--no-print-directory", "-n", "-o", ".venv/.installed", *args], cwd=ROOT, env=env,
+                          capture_output=True, text=True)  # fmt: skip
     assert proc.returncode == 0, proc.stderr
     return proc.stdout
 
@@ -99,7 +101,8 @@ def test_expensive_targets_exist():
 
 def _suite_command(command: str, out: Path) -> list[str]:
     """The glue_suite.py command a README `make quality-*` line runs, writing under `out`, as a dry run."""
-    line = re.sub(r"\s*\\\n\s*", " ", _make_dry(*shlex.split(command)[1:])).strip().splitlines()[-1]
+    lines = re.sub(r"\s*\\\n\s*", " ", _make_dry(*shlex.split(command)[1:])).strip().splitlines()
+    line = next(line for line in lines if "scripts/glue_suite.py" in line)
     args = shlex.split(line)
     assert args[:2] == [".venv/bin/python", "scripts/glue_suite.py"], line
     return [sys.executable, *args[1:], "--out", str(out), "--md", str(out / "table.md"), "--dry-run"]
@@ -178,3 +181,21 @@ def test_make_demo_prints_the_three_rows(tmp_path):
         assert re.search(rf"^{row}\s.*\d\.\d{{4}}", table, re.M), f"no row {row!r} with an accuracy in:\n{table}"
     for run in ("teacher", "student_alone", "distilled"):
         assert (tmp_path / "demo" / run / "metrics.json").is_file()
+
+
+def test_every_config_group_is_in_the_readme():
+    """The README's config table names every group folder of conf/ (a new group needs its row)."""
+    text = README.read_text()
+    groups = sorted(p.name for p in (ROOT / "conf").iterdir() if p.is_dir())
+    assert groups and all(f"| `{g}/` |" in text for g in groups), [g for g in groups if f"| `{g}/` |" not in text]
+
+
+def test_links_between_the_pages_resolve():
+    """Every relative link of README.md and docs/*.md names a file or folder that exists."""
+    broken = []
+    for page in [README, *sorted((ROOT / "docs").glob("*.md"))]:
+        for target in re.findall(r"\]\(([^)\s]+)\)", page.read_text()):
+            path = target.split("#", 1)[0]
+            if path and not re.match(r"[a-z]+://", path) and not (page.parent / path).exists():
+                broken.append(f"{page.relative_to(ROOT)}: {target}")
+    assert not broken, broken
