@@ -58,16 +58,16 @@ def floor(fused: bool = False) -> dict:
 
 
 def _fadkd_parts(cached: bool, fused: bool = True):
-    """fadkd's own step (fadkd.step.train_step) with the full objective on the protocol's pairs."""
+    """fadkd's own step (fadkd.run.step.train_step) with the full objective on the protocol's pairs."""
     from transformers import get_constant_schedule
 
-    from fadkd import attention
-    from fadkd.cache import TeacherCache
-    from fadkd.capture import layers_to_capture, run_model
-    from fadkd.data import Batch
-    from fadkd.losses import DistillLoss, LossWeights
-    from fadkd.mapping import LayerPair
-    from fadkd.step import StepParts, build_optimizer
+    from fadkd.data.batches import Batch
+    from fadkd.losses.distill import DistillLoss, LossWeights
+    from fadkd.losses.mapping import LayerPair
+    from fadkd.models import attention
+    from fadkd.models.capture import layers_to_capture, run_model
+    from fadkd.run.step import StepParts, build_optimizer
+    from fadkd.teacher.cache import TeacherCache
 
     b = common.batch()
     batch = Batch(student=b["student"], teacher=b["teacher"], labels=b["labels"], indices=torch.arange(common.BATCH))
@@ -83,7 +83,7 @@ def _fadkd_parts(cached: bool, fused: bool = True):
         model, student = common.models(student_attn=attention.NAME)
         teacher = None
 
-    class Live:  # what fadkd.teacher.Teacher does without a cache
+    class Live:  # what fadkd.teacher.live.Teacher does without a cache
         def outputs(self, batch):
             with torch.no_grad():
                 return run_model(model, batch.teacher, t_layers)
@@ -102,7 +102,7 @@ def _fadkd_parts(cached: bool, fused: bool = True):
 
 
 def fadkd(cached: bool, fused: bool = True) -> dict:
-    from fadkd.step import train_step
+    from fadkd.run.step import train_step
 
     parts, batch = _fadkd_parts(cached, fused)
     device = torch.device("cpu")
@@ -111,10 +111,10 @@ def fadkd(cached: bool, fused: bool = True) -> dict:
 
 def build_protocol_cache() -> None:
     """The teacher's outputs for the protocol batch, written by fadkd's cache builder."""
-    from fadkd.cache import build_cache
-    from fadkd.capture import Layers
-    from fadkd.config import CacheConfig
-    from fadkd.data import Batch
+    from fadkd.config.schema import CacheConfig
+    from fadkd.data.batches import Batch
+    from fadkd.models.capture import Layers
+    from fadkd.teacher.cache import build_cache
 
     b = common.batch()
     teacher, _ = common.models()

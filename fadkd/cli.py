@@ -65,10 +65,10 @@ def train_main(config_name: str = "config") -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from fadkd.config import register_configs, to_config
+    from fadkd.config.schema import register_configs, to_config
+    from fadkd.config.sweeps import record_failure, register_resolvers, threads_per_job
     from fadkd.preflight import check_model_files, register_dirname_resolver
-    from fadkd.run_dir import RunDirError
-    from fadkd.search import record_failure, register_resolvers, threads_per_job
+    from fadkd.run.folder import RunDirError
 
     register_configs()
     register_resolvers()
@@ -76,13 +76,13 @@ def train_main(config_name: str = "config") -> None:
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
-        from fadkd.train import train
+        from fadkd.run.train import train
 
         hydra_cfg = HydraConfig.get()
         try:
             config = to_config(cfg)
             check_model_files(config)
-            if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/search.py)
+            if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/config/sweeps.py)
                 config.train.num_threads = threads_per_job(hydra_cfg)
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except BrokenPipeError:
@@ -91,14 +91,14 @@ def train_main(config_name: str = "config") -> None:
             for path, data in HYDRA_RECORD.items():
                 path.write_bytes(data)
             if err.run_dir is not None:
-                from fadkd.report import resume_command
-                from fadkd.results import overrides_of
+                from fadkd.report.results import overrides_of
+                from fadkd.report.summary import resume_command
 
                 err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
             _fail(err)
         except _user_errors() as err:
             if record_failure(hydra_cfg):
-                raise  # a failed job of a parallel launcher or an Optuna search (fadkd/search.py)
+                raise  # a failed job of a parallel launcher or an Optuna search (fadkd/config/sweeps.py)
             _fail(_plain(err))
         return metrics["student"][metrics["main_metric"]]
 
@@ -109,12 +109,12 @@ def eval_main(args: list[str]) -> None:
     from omegaconf import OmegaConf
     from transformers.utils import logging as hf_logging
 
-    from fadkd.evaluate import evaluate
+    from fadkd.data.glue import get_task, load_split
+    from fadkd.data.lm_text import is_lm_task
+    from fadkd.eval.glue import evaluate
     from fadkd.help import EVAL_HELP
-    from fadkd.models import ModelError
-    from fadkd.tasks.glue import get_task, load_split
-    from fadkd.tasks.lm import is_lm_task
-    from fadkd.train import resolve_data_dir, resolve_device
+    from fadkd.models.load import ModelError
+    from fadkd.run.train import resolve_data_dir, resolve_device
 
     if not args or args[0] in ("-h", "--help") or "--help" in args:
         print(EVAL_HELP)
@@ -135,8 +135,8 @@ def eval_main(args: list[str]) -> None:
             f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
         )
     cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
-    if is_lm_task(cfg.task.name):  # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/lm_run.py)
-        from fadkd.lm_run import eval_lm_run
+    if is_lm_task(cfg.task.name):  # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/run/lm.py)
+        from fadkd.run.lm import eval_lm_run
 
         metrics = eval_lm_run(run_dir, cfg, resolve_device(cfg.train.device))
         _print_eval(run_dir, cfg.task.name, metrics)
@@ -162,7 +162,7 @@ def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
 
 
 def table_main(args: list[str]) -> None:
-    from fadkd.results import write_table
+    from fadkd.report.results import write_table
 
     parser = argparse.ArgumentParser(prog="fadkd table", description=VERBS["table"])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or a multirun folder")
@@ -180,7 +180,7 @@ def table_main(args: list[str]) -> None:
 
 
 def plot_main(args: list[str]) -> None:
-    from fadkd.plots import plot_path
+    from fadkd.report.plots import plot_path
 
     parser = argparse.ArgumentParser(prog="fadkd plot", description=VERBS["plot"])
     parser.add_argument("path", type=Path, help="a run folder or a multirun folder")
@@ -189,7 +189,7 @@ def plot_main(args: list[str]) -> None:
 
 
 def report_main(args: list[str]) -> None:
-    from fadkd.report import write_report
+    from fadkd.report.summary import write_report
 
     parser = argparse.ArgumentParser(prog="fadkd report", description=VERBS["report"])
     parser.add_argument("run", type=Path, help="a finished run folder (with metrics.json)")
@@ -202,8 +202,8 @@ HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-comp
 
 def _train_verb(verb: str, rest: list[str]) -> None:
     """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
-    from fadkd.distributed import hydra_overrides_for_workers
     from fadkd.preflight import check_keys, check_run_dir, hydra_record
+    from fadkd.run.distributed import hydra_overrides_for_workers
 
     config_name = "config" if verb == "train" else "finetune"
     if verb == "finetune":
@@ -261,7 +261,7 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `fadkd ... | head`: the reader left; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except KeyboardInterrupt:  # a second Ctrl-C (fadkd/guards.py), or one before the loop started
+    except KeyboardInterrupt:  # a second Ctrl-C (fadkd/run/guards.py), or one before the loop started
         console.print(
             "[yellow]interrupted:[/] stopped at once, without writing a checkpoint; a run folder keeps its "
             "last checkpoint (resume it with train.resume=true)",

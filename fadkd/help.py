@@ -1,7 +1,7 @@
 """`fadkd train --help`, `fadkd finetune --help` and `fadkd eval --help`: the groups and keys that matter.
 
 The defaults are the composed config's (conf/ with the overrides given so far), the one-line
-descriptions are the schema's own field comments (fadkd/config.py), so neither can drift.
+descriptions are the schema's own field comments (fadkd/config/schema.py), so neither can drift.
 """
 
 import dataclasses
@@ -57,8 +57,8 @@ def config_help(conf_dir: str, config_name: str, overrides: list[str]) -> str:
     from hydra.core.global_hydra import GlobalHydra
     from omegaconf import OmegaConf
 
-    from fadkd.config import Config, register_configs
-    from fadkd.config_ranges import RANGES
+    from fadkd.config.ranges import RANGES
+    from fadkd.config.schema import Config, register_configs
 
     register_configs()
     GlobalHydra.instance().clear()

@@ -25,7 +25,7 @@ DIRNAME_MAX = 120  # the override part of a run folder's name, in bytes
 
 
 def _schema_sections() -> dict[str, type]:
-    from fadkd.config import Config
+    from fadkd.config.schema import Config
 
     return {f.name: f.type for f in dataclasses.fields(Config)}
 
@@ -105,7 +105,7 @@ def check_run_dir(args: list[str]) -> None:
 
 def hydra_record(args: list[str]) -> dict[Path, bytes]:
     """The .hydra/ files of an existing run in hydra.run.dir: Hydra rewrites them before fadkd can refuse
-    the folder (fadkd/run_dir.py), so the CLI puts them back when it does."""
+    the folder (fadkd/run/folder.py), so the CLI puts them back when it does."""
     given = dict(_overrides(args))
     if "hydra.run.dir" not in given:
         return {}

@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fadkd.cli import CONF_DIR
-from fadkd.config import Config, ConfigError, LossConfig, register_configs, to_config
+from fadkd.config.schema import Config, ConfigError, LossConfig, register_configs, to_config
 
 # Groups whose options need a value the user must give (a path); supplied here.
 NEEDS = {

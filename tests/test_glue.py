@@ -1,4 +1,4 @@
-"""Tests for fadkd.tasks.glue: parsing the GLUE TSV layouts, error messages, metrics."""
+"""Tests for fadkd.data.glue: parsing the GLUE TSV layouts, error messages, metrics."""
 
 from __future__ import annotations
 
@@ -12,14 +12,14 @@ from pathlib import Path
 import datasets
 import pytest
 
-from fadkd.errors import FadkdError
-from fadkd.tasks import (
+from fadkd.data.glue import (
     TASKS,
     TaskError,
     compute_metrics,
     get_task,
     load_split,
 )
+from fadkd.errors import FadkdError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"
 SAMPLE = Path(__file__).parents[1] / "fadkd" / "assets" / "glue_sample"

@@ -4,10 +4,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fadkd.capture import Outputs
-from fadkd.config import ConfigError, LossConfig
-from fadkd.kd_terms import TermChoice
-from fadkd.losses import (
+from fadkd.config.schema import ConfigError, LossConfig
+from fadkd.losses.distill import (
     DistillLoss,
     LossWeights,
     attention_loss,
@@ -16,8 +14,10 @@ from fadkd.losses import (
     mse_loss,
     task_loss,
 )
-from fadkd.mapping import LayerPair
-from fadkd.step import feature_scale
+from fadkd.losses.kd import TermChoice
+from fadkd.losses.mapping import LayerPair
+from fadkd.models.capture import Outputs
+from fadkd.run.step import feature_scale
 
 
 @pytest.fixture(autouse=True)

@@ -1,7 +1,7 @@
 import pytest
 
 from fadkd.errors import FadkdError
-from fadkd.mapping import LayerPair, MappingError, build_mapping, describe, pair_key
+from fadkd.losses.mapping import LayerPair, MappingError, build_mapping, describe, pair_key
 
 
 def st(pairs):

@@ -9,7 +9,7 @@ from conftest import FAST, run_cli
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from fadkd.search import direction, record_failure, threads_per_job, write_best
+from fadkd.config.sweeps import direction, record_failure, threads_per_job, write_best
 
 
 def test_parallel_jobs_split_the_cores(monkeypatch):
@@ -136,7 +136,7 @@ def test_table_ranks_a_sweep_by_the_dev_metric_with_swept_values_as_columns(tmp_
         metrics = json.loads((tmp_path / str(i) / "metrics.json").read_text())
         metrics.update(params={"student": 1}, steps=1, train_seconds=1.0)
         (tmp_path / str(i) / "metrics.json").write_text(json.dumps(metrics))
-    from fadkd.results import write_table
+    from fadkd.report.results import write_table
 
     write_table([tmp_path])
     lines = (tmp_path / "results.md").read_text().splitlines()

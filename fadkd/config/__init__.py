@@ -1,0 +1,1 @@
+"""The typed configuration: schema, cross-field checks, ranges, sweep resolvers."""
