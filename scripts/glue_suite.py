@@ -260,7 +260,7 @@ def dev_seconds(run: Path, here: str) -> float | None:
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
     from fadkd.report.summary import dev_batches, measure_speed
-    from fadkd.run.train import resolve_device
+    from fadkd.run.distributed import resolve_device
 
     cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
     model = AutoModelForSequenceClassification.from_pretrained(run / "student")

@@ -62,7 +62,7 @@ def test_generation_prompts_split_each_text():
 def test_lm_sst2_reads_the_glue_sentences():
     task = get_lm_task("lm_sst2")
     cfg = TaskConfig(name="lm_sst2", data_dir="sample", max_eval_samples=5)
-    from fadkd.run.train import resolve_data_dir
+    from fadkd.data.glue import resolve_data_dir
 
     texts = load_texts(task, "dev", cfg, resolve_data_dir("sample"))
     assert len(texts) == 5 and texts[0] == "it 's a charming and often affecting journey ."

@@ -14,12 +14,13 @@ import torch.nn.functional as F
 import fadkd.run.guards
 import fadkd.teacher.lm_cache
 from fadkd.config.schema import CacheConfig, Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
+from fadkd.data.glue import resolve_data_dir
 from fadkd.data.lm_text import LmCollator, encode, get_lm_task, load_texts, pack_blocks
 from fadkd.losses.kd import KL_FAMILY, TopK, kd_term, sparse_kd_term
 from fadkd.models.capture import Layers, run_model
 from fadkd.models.lm import prepare_tokenizer, tiny_llama
 from fadkd.models.load import load_tokenizer
-from fadkd.run.train import resolve_data_dir, train
+from fadkd.run.train import train
 from fadkd.teacher.cache import CacheError
 from fadkd.teacher.lm_cache import build_lm_cache, lm_cache_components, topk_of
 

@@ -16,8 +16,8 @@ from fadkd.losses.distill import (
 )
 from fadkd.losses.kd import TermChoice
 from fadkd.losses.mapping import LayerPair
+from fadkd.losses.spec import feature_scale
 from fadkd.models.capture import Outputs
-from fadkd.run.step import feature_scale
 
 
 @pytest.fixture(autouse=True)
@@ -270,12 +270,11 @@ def test_feature_scale_multiplies_only_feature_terms():
     loss = make(LossWeights(alpha=1.0, beta=0.5, gamma=0.25, delta=2.0, ce=1.0))
     s, t = outputs(8, 2, 2, torch.randn(B, 3), grad=True), outputs(16, 4, 4, torch.randn(B, 3))
     labels = torch.tensor([0, 2])
-    loss.feature_scale = 0.3
-    total, terms = loss(s, t, labels)
+    total, terms = loss(s, t, labels, feature_scale=0.3)
     features = 0.5 * terms["cos"] + 0.25 * terms["mse"] + 2.0 * terms["attn"]
     torch.testing.assert_close(total, terms["kd"] + terms["ce"] + 0.3 * features)
-    loss.feature_scale = 0.0  # the terms are still reported (and computed: DDP wants every projection used)
-    total, terms = loss(s, t, labels)
+    # at 0 the terms are still reported (and computed: DDP wants every projection used)
+    total, terms = loss(s, t, labels, feature_scale=0.0)
     torch.testing.assert_close(total, terms["kd"] + terms["ce"])
     assert {"cos", "mse", "attn"} <= set(terms)
     total.backward()

@@ -13,9 +13,10 @@ from fadkd.config.schema import Config, LossConfig, MappingConfig, ModelConfig, 
 from fadkd.data.glue import TaskError, get_task
 from fadkd.data.lm_augment import substitute
 from fadkd.data.pool import read_unlabelled, training_rows
+from fadkd.losses.spec import feature_scale, prediction_scale
 from fadkd.models.load import ModelError, load_classifier
 from fadkd.models.shrink import build_classifier_student, kept_pairs
-from fadkd.run.step import feature_scale, prediction_scale, staged_lr
+from fadkd.run.step import staged_lr
 from fadkd.run.train import train
 
 TEACHER = ModelConfig("t", num_layers=4, hidden_size=32, num_heads=2, intermediate_size=64, init_seed=1, dropout=0.0)

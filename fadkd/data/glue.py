@@ -22,6 +22,7 @@ if TYPE_CHECKING:
     import datasets
 
 HUB_DATASET = "nyu-mll/glue"
+ASSETS = Path(__file__).parents[1] / "assets"
 
 
 class TaskError(FadkdError):
@@ -134,6 +135,13 @@ _HUB_TEXT: dict[str, tuple[str, ...]] = {
 _HUB_DEV_SPLIT = {"mnli": "validation_matched", "mnli_mm": "validation_mismatched"}
 
 STSB_RANGE = (0.0, 5.0)
+
+
+def resolve_data_dir(data_dir: str) -> str | None:
+    """task.data_dir: 'sample' -> the shipped SST-2 sample, 'hub' -> None (load from the Hub), else the path."""
+    if data_dir == "sample":
+        return str(ASSETS / "glue_sample")
+    return None if data_dir == "hub" else data_dir
 
 
 def _normalize(name: str) -> str:

@@ -203,10 +203,6 @@ class DistillLoss(nn.Module):
         self.all_pairs = list(pairs)
         self.pairs = [p for p in pairs if p.weight > 0]
         self.is_regression = is_regression
-        # Set before each step by the loop (loss.feature_schedule): multiplies β, γ, δ. At 0 the
-        # terms are still computed, so every projection keeps a (zero) gradient, as DDP expects.
-        self.feature_scale = 1.0
-        self.prediction_scale = 1.0  # on α and ce: 0 in the intermediate-layer stage of feature_schedule=staged
         if w.layerwise and not self.pairs:
             raise FadkdError(
                 "loss.beta/gamma/delta > 0 but no layer pair has λ > 0; give a pair λ > 0 or set them to 0"
@@ -254,9 +250,18 @@ class DistillLoss(nn.Module):
         return self.projections[key](rows.float()) if key in self.projections else rows
 
     def forward(
-        self, student: Outputs, teacher: Outputs, labels: Tensor | None = None
+        self,
+        student: Outputs,
+        teacher: Outputs,
+        labels: Tensor | None = None,
+        feature_scale: float = 1.0,
+        prediction_scale: float = 1.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Return (total, terms); terms are unweighted detached scalars.
+
+        feature_scale multiplies β, γ, δ and prediction_scale α and ce, for this call (the step's
+        factors of loss.feature_schedule, fadkd/losses/spec.py). At 0 the terms are still computed, so
+        every projection keeps a (zero) gradient, as DDP expects.
 
         Only terms with weight > 0 are computed and reported. Feature/attention terms
         are λ-weighted sums over pairs; per-pair values are under "cos/s2_t4",
@@ -278,7 +283,7 @@ class DistillLoss(nn.Module):
                 kd = F.mse_loss(student.logits.float().squeeze(-1), teacher.logits.detach().float().squeeze(-1))
             else:
                 kd = self.choice.output_term(student, teacher, w.temperature)
-            add("kd", w.alpha * self.prediction_scale, kd)
+            add("kd", w.alpha * prediction_scale, kd)
         if w.layerwise:
             same = student.mask.shape == teacher.mask.shape and torch.equal(student.mask != 0, teacher.mask != 0)
             if not same:
@@ -322,7 +327,7 @@ class DistillLoss(nn.Module):
                 sums["attn"] = sums.get("attn", 0.0) + p.weight * value
             for name, weight in (("cos", w.beta), ("mse", w.gamma), ("attn", w.delta)):
                 if weight > 0:
-                    add(name, weight * self.feature_scale, sums[name])
+                    add(name, weight * feature_scale, sums[name])
         if w.ce > 0:
             if labels is None:
                 raise FadkdError(
@@ -330,7 +335,7 @@ class DistillLoss(nn.Module):
                 )
             if causal:  # never train on padding
                 labels = labels.masked_fill(student.mask == 0, -100)
-            add("ce", w.ce * self.prediction_scale, task_loss(student.logits, labels, self.is_regression))
+            add("ce", w.ce * prediction_scale, task_loss(student.logits, labels, self.is_regression))
         total = torch.stack(weighted).sum()
         return total, terms
 

@@ -16,10 +16,18 @@ import torch
 from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
+from transformers import AutoModelForSequenceClassification, AutoTokenizer
+from transformers.utils import logging as hf_logging
 
+from fadkd.config.schema import ModelConfig
+from fadkd.data.batches import Collator, make_loader
+from fadkd.data.glue import get_task, load_split, resolve_data_dir
+from fadkd.data.lm_text import is_lm_task
 from fadkd.errors import FadkdError
+from fadkd.models.load import load_classifier, load_tokenizer
 from fadkd.report.plots import plot_run, run_title
 from fadkd.report.results import read_metrics
+from fadkd.run.distributed import resolve_device
 from fadkd.run.progress import make_console
 
 PLOT_CAPTIONS = {
@@ -75,10 +83,6 @@ def measure_speed(model, batches: list[dict], device: torch.device, min_seconds:
 
 def dev_batches(cfg: dict, tokenizer) -> list[dict]:
     """The run's dev rows in the run's eval batches, tokenized as training did (no timing of tokenization)."""
-    from fadkd.data.batches import Collator, make_loader
-    from fadkd.data.glue import get_task, load_split
-    from fadkd.run.train import resolve_data_dir
-
     task = get_task(cfg["task"]["name"])
     rows = load_split(task, "dev", resolve_data_dir(cfg["task"]["data_dir"]), cfg["task"]["max_eval_samples"])
     collator = Collator(task, tokenizer, None, cfg["task"]["max_length"], check_alignment=False)
@@ -87,14 +91,6 @@ def dev_batches(cfg: dict, tokenizer) -> list[dict]:
 
 def speed_rows(run: Path, cfg: dict, with_teacher: bool) -> tuple[dict[str, dict], str]:
     """{"student": {...}, "teacher": {...}} sizes and speeds, and a line saying how they were measured."""
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-    from transformers.utils import logging as hf_logging
-
-    from fadkd.config.schema import ModelConfig
-    from fadkd.data.lm_text import is_lm_task
-    from fadkd.models.load import load_classifier, load_tokenizer
-    from fadkd.run.train import resolve_device
-
     if is_lm_task(cfg["task"]["name"]):
         return {}, "Speed is measured for GLUE classification runs only; this is a causal-LM run."
     if not (run / "student" / "config.json").is_file():

@@ -52,6 +52,19 @@ class Dist:
         return self.rank == 0
 
 
+def resolve_device(name: str) -> torch.device:
+    """train.device: auto (CUDA when present, else CPU), or a device this machine has."""
+    if name == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise FadkdError(f"train.device={name} but no CUDA GPU is available here; use train.device=cpu (or auto)")
+    if name.startswith("cuda:") and int(name[5:]) >= torch.cuda.device_count():
+        raise FadkdError(f"train.device={name} but this machine has {torch.cuda.device_count()} GPU(s), cuda:0 first")
+    if name == "mps" and not torch.backends.mps.is_available():
+        raise FadkdError("train.device=mps but MPS is not available here; use train.device=cpu (or auto)")
+    return torch.device(name)
+
+
 def launched() -> Dist:
     """The ranks torchrun assigned this process (rank 0 of 1 without torchrun)."""
     world = int(os.environ.get("WORLD_SIZE", "1"))

@@ -176,8 +176,4 @@ def run_metrics(
 
 def teacher_params(cfg: Config, teacher) -> int | None:
     """Parameter count of the teacher (from the cache's record when it was not loaded)."""
-    if teacher is None:
-        return None
-    if teacher.model is not None:
-        return count_parameters(teacher.model)
-    return teacher.cache.meta.get("teacher_params")
+    return None if teacher is None else teacher.params

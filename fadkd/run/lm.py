@@ -1,4 +1,4 @@
-"""What train.py's one loop needs for a causal-LM task, and `fadkd eval` of an LM run.
+"""The causal-LM builder of a run (the same Setup as GLUE's, fadkd/run/setup.py), and `fadkd eval` of an LM run.
 
 `prepare_lm` loads the texts, the tokenizer(s) and models, packs the blocks and evaluates the
 teacher once: its metrics and its greedy continuations (the reference for bleu_vs_teacher /
@@ -13,87 +13,48 @@ the feature terms compare positions.
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
 from pathlib import Path
 
 import torch
-from transformers import PreTrainedModel, PreTrainedTokenizerBase
+from omegaconf import OmegaConf
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
 
 from fadkd.config.schema import Config
-from fadkd.data.lm_text import LmCollator, LmTask, encode, generation_prompts, get_lm_task, load_texts, pack_blocks
+from fadkd.data.glue import resolve_data_dir
+from fadkd.data.lm_text import LmCollator, encode, generation_prompts, get_lm_task, load_texts, pack_blocks
 from fadkd.eval.lm import LmEvaluator
-from fadkd.models.capture import Layers, layers_to_capture, run_model
+from fadkd.losses.spec import LossSpec
 from fadkd.models.lm import check_lm_lengths, from_teacher, layers_to_keep, load_causal_lm, prepare_tokenizer
 from fadkd.models.load import ModelError, depth, load_tokenizer, width
 from fadkd.run.progress import make_console
-from fadkd.teacher.lm_cache import CachedLmTeacher, cached_lm_teacher, check_lm_cache_config
+from fadkd.run.setup import Setup
+from fadkd.teacher.base import LiveTeacher, Teacher
+from fadkd.teacher.lm_cache import cached_lm_teacher, check_lm_cache_config
 
 console = make_console()
 TEACHER_GENERATIONS = "teacher_generations.jsonl"
 
 
-class LmTeacher:
-    """The frozen teacher's side of a step (train.py's `teacher.outputs(batch)`), run live.
-
-    With cache.enabled the loop reads fadkd/teacher/lm_cache.py's CachedLmTeacher instead."""
-
-    cache = None
-
-    def __init__(self, model: PreTrainedModel, layers: Layers, metrics: dict | None):
-        self.model, self.layers, self.metrics = model, layers, metrics
-
-    def outputs(self, batch):
-        with torch.no_grad():  # not inference_mode: its tensors cannot be saved for backward
-            return run_model(self.model, batch.teacher, self.layers)
+def _shape(m: PreTrainedModel) -> dict[str, int]:
+    return {"layers": depth(m), "width": width(m), "heads": m.config.num_attention_heads}
 
 
-@dataclass
-class LmSetup:
-    task: LmTask
-    train_rows: list[dict]  # packed blocks
-    student_tok: PreTrainedTokenizerBase
-    student: PreTrainedModel
-    teacher_tok: PreTrainedTokenizerBase | None  # None unless the loss reads the teacher
-    teacher_model: PreTrainedModel | None
-    collator: LmCollator
-    evaluator: LmEvaluator
-    teacher_metrics: dict | None
-    kd_vocab: int | None = None  # padded vocabularies: the kd term reads the first kd_vocab logits
+def lm_teacher(cfg: Config, model, tok, train_rows, metrics, kd_vocab, device, spec: LossSpec) -> Teacher | None:
+    """The teacher for the loop, reading the layers the spec asks for; None without teacher terms.
 
-    @property
-    def teacher_shape(self) -> dict[str, int] | None:
-        return None if self.teacher_model is None else self.shape_of(self.teacher_model)
-
-    @staticmethod
-    def shape_of(m: PreTrainedModel) -> dict[str, int]:
-        return {"layers": depth(m), "width": width(m), "heads": m.config.num_attention_heads}
-
-    def teacher(self, pairs, cfg: Config, device=None) -> LmTeacher | CachedLmTeacher | None:
-        """The teacher for the loop, reading the layers the loss terms need; None without teacher terms.
-
-        cache.enabled: its top-k cache (built here on first use), and the model is freed.
-        """
-        if self.teacher_model is None:
-            return None
-        features, maps = cfg.loss.beta > 0 or cfg.loss.gamma > 0, cfg.loss.delta > 0
-        layers = layers_to_capture(pairs, features, maps, cfg.loss.attn == "relations")[1]
-        if not cfg.cache.enabled:
-            return LmTeacher(self.teacher_model, layers, self.teacher_metrics)
-        model, self.teacher_model = self.teacher_model, None
-        vocab = self.kd_vocab or model.config.vocab_size
-        device = device or next(model.parameters()).device
-        return cached_lm_teacher(
-            cfg, model, self.teacher_tok, self.train_rows, layers, self.shape_of(model), vocab, self.teacher_metrics,
-            device, console.print,
-        )  # fmt: skip
-
-    def evaluate(self, model: PreTrainedModel) -> dict[str, float]:
-        return self.evaluator.evaluate(model)
+    cache.enabled: its top-k cache (built here on first use), and the model is not kept.
+    """
+    if model is None:
+        return None
+    if not cfg.cache.enabled:
+        return LiveTeacher(model, spec.teacher_layers, metrics)
+    vocab = kd_vocab or model.config.vocab_size
+    return cached_lm_teacher(
+        cfg, model, tok, train_rows, spec.teacher_layers, _shape(model), vocab, metrics, device, console.print
+    )
 
 
 def _data_dir(data_dir: str | None) -> str | None:
-    from fadkd.run.train import resolve_data_dir
-
     return resolve_data_dir(data_dir) if data_dir is not None else None
 
 
@@ -116,7 +77,7 @@ def build_evaluator(cfg: Config, tok: PreTrainedTokenizerBase, device) -> LmEval
     return LmEvaluator(tok, blocks, prompts, t.max_new_tokens, cfg.train.eval_batch_size, device)
 
 
-def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir: Path) -> LmSetup:
+def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir: Path) -> Setup:
     task = get_lm_task(cfg.task.name)
     check_lm_cache_config(cfg)  # the top-k cache (fadkd/teacher/lm_cache.py): refused terms, before any loading
     from_t = cfg.student.init == "from_teacher"
@@ -157,15 +118,18 @@ def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir
             console.print("the teacher tokenizes differently: no bleu_vs_teacher / cer_vs_teacher")
         if not use_teacher:
             teacher = teacher_tok = None  # only the reference was needed
-    return LmSetup(
+    evaluate, held = evaluator.evaluate, {"teacher": teacher}  # handed over once: a cached run frees the model
+    return Setup(
         task=task,
         train_rows=train_rows,
-        student_tok=student_tok,
         student=student,
-        teacher_tok=teacher_tok,
-        teacher_model=teacher,
+        student_tok=student_tok,
         collator=LmCollator(student_tok.pad_token_id, with_teacher=teacher is not None, retokenize=retokenize),
-        evaluator=evaluator,
+        evaluate=lambda model, tok: evaluate(model),
+        make_teacher=lambda spec, _: lm_teacher(
+            cfg, held.pop("teacher"), teacher_tok, train_rows, teacher_metrics, kd_vocab, device, spec
+        ),
+        teacher_shape=None if teacher is None else _shape(teacher),
         teacher_metrics=teacher_metrics,
         kd_vocab=kd_vocab,
     )
@@ -213,12 +177,7 @@ def check_vocabularies(cfg: Config, student_tok, teacher_tok, student, teacher) 
 
 def eval_lm_run(run_dir: Path, cfg, device) -> dict[str, float]:
     """`fadkd eval` for an LM run: the saved student on the held-out set; writes generations.jsonl."""
-    from omegaconf import OmegaConf
-    from transformers import AutoModelForCausalLM, AutoTokenizer
-
-    from fadkd.config.schema import Config as Schema
-
-    config: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Schema), cfg))
+    config: Config = OmegaConf.to_object(OmegaConf.merge(OmegaConf.structured(Config), cfg))
     tok = prepare_tokenizer(AutoTokenizer.from_pretrained(run_dir / "student"), "student")
     model = AutoModelForCausalLM.from_pretrained(run_dir / "student", dtype=torch.float32).to(device)
     evaluator = build_evaluator(config, tok, device)

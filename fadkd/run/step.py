@@ -1,7 +1,6 @@
-"""One optimisation step (shared by the training loop and the speed benchmark), its optimizer, and
-the per-step factor on the feature terms (loss.feature_schedule)."""
+"""One optimisation step (shared by the training loop and the speed benchmark), its optimizer and
+learning-rate schedules."""
 
-import math
 from collections.abc import Callable
 from contextlib import nullcontext
 from dataclasses import dataclass
@@ -9,9 +8,9 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
-from fadkd.errors import FadkdError
 from fadkd.models.capture import Layers, run_model
 from fadkd.run.guards import nonfinite_gradient, nonfinite_term
+from fadkd.teacher.base import Teacher
 
 
 class StudentLoss(torch.nn.Module):
@@ -25,32 +24,8 @@ class StudentLoss(torch.nn.Module):
         super().__init__()
         self.student, self.loss_fn, self.layers = student, loss_fn, layers
 
-    def forward(self, inputs: dict, t_out, labels: torch.Tensor):
-        return self.loss_fn(run_model(self.student, inputs, self.layers), t_out, labels)
-
-
-def feature_scale(schedule: str, until: float, step: int, total_steps: int, stage1_steps: int = 0) -> float:
-    """The factor on β, γ, δ before optimizer step `step` (0-based) of `total_steps`.
-
-    constant: 1. linear / cosine: falls from 1 at step 0 to 0 at `until` × total_steps, then 0
-    (the feature terms as a warm start; the logit and task terms carry the rest of training).
-    staged: 1 for the first `stage1_steps` (the intermediate-layer stage), then 0.
-    """
-    if schedule == "staged":
-        return 1.0 if step < stage1_steps else 0.0
-    if schedule == "constant" or total_steps <= 0:
-        return 1.0
-    progress = min(step / (until * total_steps), 1.0)
-    if schedule == "linear":
-        return 1.0 - progress
-    if schedule == "cosine":
-        return 0.5 * (1.0 + math.cos(math.pi * progress))
-    raise FadkdError(f"feature schedule {schedule!r} is not one of constant, linear, cosine")
-
-
-def prediction_scale(schedule: str, step: int, stage1_steps: int) -> float:
-    """The factor on α and ce: 0 during the intermediate-layer stage of loss.feature_schedule=staged, else 1."""
-    return 0.0 if schedule == "staged" and step < stage1_steps else 1.0
+    def forward(self, inputs: dict, t_out, labels: torch.Tensor, scales: tuple[float, float] = (1.0, 1.0)):
+        return self.loss_fn(run_model(self.student, inputs, self.layers), t_out, labels, *scales)
 
 
 def staged_lr(optimizer, warmup_ratio: float, stage1_steps: int, stage2_steps: int) -> LambdaLR:
@@ -83,10 +58,10 @@ def build_optimizer(groups: list[dict], lr: float, weight_decay: float, fused: b
 
 @dataclass
 class StepParts:
-    """What a step touches. `teacher` has `.outputs(batch)` (live model or cache), or is None."""
+    """What a step touches. `teacher` is live or cached (fadkd/teacher/base.py), None without teacher terms."""
 
     student: torch.nn.Module
-    teacher: object | None
+    teacher: Teacher | None
     loss_fn: torch.nn.Module
     optimizer: torch.optim.Optimizer
     scheduler: object
@@ -107,15 +82,17 @@ class StepParts:
         return nullcontext()
 
 
-def train_step(parts: StepParts, batch, device: torch.device):
+def train_step(parts: StepParts, batch, device: torch.device, scales: tuple[float, float] = (1.0, 1.0)):
     """Forward both models, loss, backward, clip, and update unless a value is non-finite.
+
+    `scales`: this step's factors on (β, γ, δ) and (α, ce), from LossSpec.scales (loss.feature_schedule).
 
     Returns (loss, terms, grad_norm, bad): `bad` names the non-finite term or gradient (the
     update was then not applied), else None.
     """
     with parts.autocast(device):
         t_out = parts.teacher.outputs(batch) if parts.teacher is not None else None
-        loss, terms = parts.forward(batch.student, t_out, batch.labels)
+        loss, terms = parts.forward(batch.student, t_out, batch.labels, scales)
     loss.backward()
     if parts.average is not None:  # every rank then logs, checks and skips alike
         loss, terms = parts.average(loss, terms)

@@ -48,6 +48,7 @@ from fadkd.config.schema import Config
 from fadkd.data.lm_text import pad_blocks
 from fadkd.losses.kd import KL_FAMILY, TopK
 from fadkd.models.capture import Layers, Outputs, run_model
+from fadkd.teacher.base import CachedTeacher
 from fadkd.teacher.cache import DTYPES, CacheError, cache_key, open_cache, teacher_fingerprint
 
 FORMAT = "lm-topk-1"
@@ -270,22 +271,10 @@ def _commit(tmp: Path, folder: Path, meta: dict) -> LmTeacherCache:
     return LmTeacherCache(folder)
 
 
-class CachedLmTeacher:
-    """The teacher's side of a step read from the cache (train.py's `teacher.outputs(batch)`)."""
-
-    model = None  # never loaded again for training: run_dir.teacher_params reads cache.meta
-
-    def __init__(self, cache: LmTeacherCache, metrics: dict | None, device: torch.device):
-        self.cache, self.metrics, self.device = cache, metrics, device
-
-    def outputs(self, batch) -> Outputs:
-        return self.cache.outputs(batch.indices, batch.student["attention_mask"], self.device)
-
-
 def cached_lm_teacher(
     cfg: Config, teacher, tok, rows: list[dict], layers: Layers, shape: dict, vocab: int, metrics: dict | None,
     device: torch.device, log=print,
-) -> CachedLmTeacher:  # fmt: skip
+) -> CachedTeacher:  # fmt: skip
     """Open the cache for this run's key, or build it with `teacher` first."""
     components = lm_cache_components(cfg, tok, rows, layers, vocab)
     folder, cache = open_cache(cfg.cache, components, reader=LmTeacherCache)
@@ -297,4 +286,4 @@ def cached_lm_teacher(
             device, log,
         )  # fmt: skip
         log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s")
-    return CachedLmTeacher(cache, metrics, device)
+    return CachedTeacher(cache, metrics, device)
