@@ -4,6 +4,11 @@ train     Hydra main over conf/config.yaml (overrides, -m multirun, --help, --cf
 finetune  the same loop with hard labels only, over conf/finetune.yaml: model=<teacher preset>
 eval   re-evaluate a run's saved student:  fadkd eval run_dir=<run folder> [task.data_dir=...]
 table  results table over run folders:     fadkd table <multirun dir | run dirs...> [--out DIR]
+plot, report: figures and report.md of a run
+
+Each verb imports its own modules when it runs (the one place fadkd imports inside functions): the
+training stack loads torch and transformers, seconds that `fadkd --help`, a mistyped argument or
+`fadkd table` must not wait for. Everything below the verbs imports at the top of its module.
 """
 
 import argparse
@@ -13,9 +18,14 @@ import signal
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
+from safetensors import SafetensorError
 
 from fadkd.errors import FadkdError
+from fadkd.help import EVAL_HELP, config_help
+from fadkd.preflight import check_keys, check_model_files, check_run_dir, explain, hydra_record
 
 CONF_DIR = os.environ.get("FADKD_CONF_DIR", str(Path(__file__).resolve().parents[1] / "conf"))
 VERBS = {
@@ -37,16 +47,12 @@ def _usage() -> str:
 
 
 def _fail(err: FadkdError) -> None:
-    from rich.markup import escape
-
     console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # [qq,kk] stays text
     sys.exit(2)
 
 
 def _plain(err: Exception) -> FadkdError:
     """An OSError or a model file's read error as one FadkdError line (fadkd/preflight.py)."""
-    from fadkd.preflight import explain
-
     if isinstance(err, FadkdError):
         return err
     if isinstance(err, OSError) and err.filename is not None:
@@ -54,11 +60,7 @@ def _plain(err: Exception) -> FadkdError:
     return FadkdError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
-# What the Hydra job turns into one line: user errors, OS errors, unreadable model files.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from safetensors import SafetensorError
-
-    return (FadkdError, OSError, SafetensorError)
+USER_ERRORS = (FadkdError, OSError, SafetensorError)  # one line each: user errors, OS errors, bad model files
 
 
 def train_main(config_name: str = "config") -> None:
@@ -67,8 +69,11 @@ def train_main(config_name: str = "config") -> None:
 
     from fadkd.config.schema import register_configs, to_config
     from fadkd.config.sweeps import record_failure, register_resolvers, threads_per_job
-    from fadkd.preflight import check_model_files, register_dirname_resolver
+    from fadkd.preflight import register_dirname_resolver
+    from fadkd.report.runs import overrides_of
+    from fadkd.report.summary import resume_command
     from fadkd.run.folder import RunDirError
+    from fadkd.run.train import train
 
     register_configs()
     register_resolvers()
@@ -76,8 +81,6 @@ def train_main(config_name: str = "config") -> None:
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
-        from fadkd.run.train import train
-
         hydra_cfg = HydraConfig.get()
         try:
             config = to_config(cfg)
@@ -91,12 +94,9 @@ def train_main(config_name: str = "config") -> None:
             for path, data in HYDRA_RECORD.items():
                 path.write_bytes(data)
             if err.run_dir is not None:
-                from fadkd.report.results import overrides_of
-                from fadkd.report.summary import resume_command
-
                 err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
             _fail(err)
-        except _user_errors() as err:
+        except USER_ERRORS as err:
             if record_failure(hydra_cfg):
                 raise  # a failed job of a parallel launcher or an Optuna search (fadkd/config/sweeps.py)
             _fail(_plain(err))
@@ -106,15 +106,13 @@ def train_main(config_name: str = "config") -> None:
 
 
 def eval_main(args: list[str]) -> None:
-    from omegaconf import OmegaConf
     from transformers.utils import logging as hf_logging
 
-    from fadkd.data.glue import get_task, load_split
     from fadkd.data.lm_text import is_lm_task
-    from fadkd.eval.glue import evaluate
-    from fadkd.help import EVAL_HELP
+    from fadkd.eval.glue import eval_glue_run
     from fadkd.models.load import ModelError
-    from fadkd.run.train import resolve_data_dir, resolve_device
+    from fadkd.run.distributed import resolve_device
+    from fadkd.run.lm import eval_lm_run
 
     if not args or args[0] in ("-h", "--help") or "--help" in args:
         print(EVAL_HELP)
@@ -135,23 +133,9 @@ def eval_main(args: list[str]) -> None:
             f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
         )
     cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
-    if is_lm_task(cfg.task.name):  # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/run/lm.py)
-        from fadkd.run.lm import eval_lm_run
-
-        metrics = eval_lm_run(run_dir, cfg, resolve_device(cfg.train.device))
-        _print_eval(run_dir, cfg.task.name, metrics)
-        return
-    task = get_task(cfg.task.name)
-    rows = load_split(task, "dev", resolve_data_dir(cfg.task.data_dir), cfg.task.max_eval_samples).to_list()
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    device = resolve_device(cfg.train.device)
-    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "student").to(device)
-    tok = AutoTokenizer.from_pretrained(run_dir / "student")
-    metrics = evaluate(model, rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
-    (run_dir / "eval.json").write_text(json.dumps({"task": task.name, "split": "dev", **metrics}, indent=2) + "\n")
-    _print_eval(run_dir, task.name, metrics)
+    # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/run/lm.py); GLUE: the task's metrics (fadkd/eval/glue.py)
+    evaluate = eval_lm_run if is_lm_task(cfg.task.name) else eval_glue_run
+    _print_eval(run_dir, cfg.task.name, evaluate(run_dir, cfg, resolve_device(cfg.train.device)))
 
 
 def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
@@ -202,15 +186,12 @@ HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-comp
 
 def _train_verb(verb: str, rest: list[str]) -> None:
     """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
-    from fadkd.preflight import check_keys, check_run_dir, hydra_record
     from fadkd.run.distributed import hydra_overrides_for_workers
 
     config_name = "config" if verb == "train" else "finetune"
     if verb == "finetune":
         rest = [f"teacher@student={a[6:]}" if a.startswith("model=") else a for a in rest]
     if "--help" in rest or "-h" in rest:
-        from fadkd.help import config_help
-
         given = [a for a in rest if "=" in a and not a.startswith(("-", "hydra"))]
         print(config_help(CONF_DIR, config_name, given))
         return
@@ -268,7 +249,7 @@ def main(argv: list[str] | None = None) -> None:
             highlight=False,
         )
         sys.exit(130)
-    except _user_errors() as err:
+    except USER_ERRORS as err:
         _fail(_plain(err))
 
 

@@ -28,7 +28,7 @@ import torch
 from omegaconf import OmegaConf
 
 from fadkd.report.paper_table import _cell
-from fadkd.report.results import overrides_of
+from fadkd.report.runs import overrides_of
 
 JSONL_METRICS = ("perplexity", "bleu", "rouge_l", "cer", "bleu_vs_teacher", "rouge_l_vs_teacher", "cer_vs_teacher")
 COLUMNS = {  # header -> (key, format)

@@ -10,7 +10,7 @@ import torch.nn.functional as F
 from fadkd.config.checks import ConfigError
 from fadkd.config.schema import Config, LossConfig, TaskConfig, TrainConfig
 from fadkd.data.augment import UNLABELLED, augment_rows, perturb
-from fadkd.losses.distill import task_loss
+from fadkd.losses.terms import task_loss
 from fadkd.run.train import train
 
 ROWS = [

@@ -13,7 +13,8 @@ from hydra.errors import HydraException
 from fadkd.cli import CONF_DIR
 from fadkd.config.ranges import RANGES
 from fadkd.config.schema import register_configs, to_config
-from fadkd.data.glue import get_task, load_split
+from fadkd.data.glue import load_split
+from fadkd.data.glue_tasks import get_task
 from fadkd.errors import FadkdError
 from fadkd.losses.mapping import build_mapping
 

@@ -12,13 +12,8 @@ from pathlib import Path
 import datasets
 import pytest
 
-from fadkd.data.glue import (
-    TASKS,
-    TaskError,
-    compute_metrics,
-    get_task,
-    load_split,
-)
+from fadkd.data.glue import compute_metrics, load_split
+from fadkd.data.glue_tasks import TASKS, TaskError, get_task
 from fadkd.errors import FadkdError
 
 FIXTURES = Path(__file__).parent / "fixtures" / "glue"

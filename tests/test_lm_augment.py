@@ -6,7 +6,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
 from fadkd.config.schema import CacheConfig, Config, TaskConfig
-from fadkd.data.glue import get_task
+from fadkd.data.glue_tasks import get_task
 from fadkd.data.lm_augment import Proposer, lm_copies
 from fadkd.models.load import ModelError
 

@@ -5,18 +5,11 @@ import torch
 import torch.nn.functional as F
 
 from fadkd.config.schema import ConfigError, LossConfig
-from fadkd.losses.distill import (
-    DistillLoss,
-    LossWeights,
-    attention_loss,
-    cosine_loss,
-    kd_kl,
-    mse_loss,
-    task_loss,
-)
+from fadkd.losses.distill import DistillLoss, LossWeights, kd_kl
 from fadkd.losses.kd import TermChoice
 from fadkd.losses.mapping import LayerPair
 from fadkd.losses.spec import feature_scale
+from fadkd.losses.terms import attention_loss, cosine_loss, mse_loss, task_loss
 from fadkd.models.capture import Outputs
 
 

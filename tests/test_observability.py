@@ -14,7 +14,7 @@ from tensorboard.backend.event_processing.event_accumulator import EventAccumula
 from fadkd.config.schema import Config, TaskConfig, TrainConfig
 from fadkd.errors import FadkdError
 from fadkd.report.plots import plot_path
-from fadkd.report.results import overrides_of
+from fadkd.report.runs import overrides_of
 from fadkd.report.summary import print_summary, write_report
 from fadkd.run.logs import RunLog
 from fadkd.run.train import train

@@ -10,7 +10,7 @@ from transformers import AutoConfig, AutoModelForSequenceClassification
 
 from fadkd.config.checks import ConfigError
 from fadkd.config.schema import Config, LossConfig, MappingConfig, ModelConfig, TaskConfig, TrainConfig
-from fadkd.data.glue import TaskError, get_task
+from fadkd.data.glue_tasks import TaskError, get_task
 from fadkd.data.lm_augment import substitute
 from fadkd.data.pool import read_unlabelled, training_rows
 from fadkd.losses.spec import feature_scale, prediction_scale

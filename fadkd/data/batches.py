@@ -17,7 +17,7 @@ from torch import Tensor
 from torch.utils.data import DataLoader, Sampler
 from transformers import PreTrainedTokenizerBase
 
-from fadkd.data.glue import GlueTask
+from fadkd.data.glue_tasks import GlueTask
 from fadkd.errors import FadkdError
 
 

@@ -1,4 +1,4 @@
-"""GLUE task registry, split loaders and metrics.
+"""GLUE split loaders and metrics (the task registry: fadkd/data/glue_tasks.py).
 
 Local files are read in the original GLUE TSV layout (the one GLUE's download script
 writes), because that is what people have on disk and what the shared test data uses.
@@ -9,11 +9,10 @@ that the training code never needs to know where the data came from.
 from __future__ import annotations
 
 import csv
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from fadkd.errors import FadkdError
+from fadkd.data.glue_tasks import HUB_DEV_SPLIT, HUB_TEXT, LAYOUTS, STSB_RANGE, FileLayout, GlueTask, TaskError
 from fadkd.eval import metrics as glue_metrics
 
 if TYPE_CHECKING:
@@ -25,137 +24,11 @@ HUB_DATASET = "nyu-mll/glue"
 ASSETS = Path(__file__).parents[1] / "assets"
 
 
-class TaskError(FadkdError):
-    """A problem the user can fix: bad task name, missing file, malformed row, ...
-
-    A FadkdError (itself a ValueError) so the CLI prints it without a traceback.
-    """
-
-
-@dataclass(frozen=True)
-class GlueTask:
-    """What the rest of fadkd needs to know about one GLUE task."""
-
-    name: str
-    folder: str
-    text_columns: tuple[str, ...]
-    label_names: tuple[str, ...]
-    metrics: tuple[str, ...]
-    main_metric: str
-    splits: dict[str, str] = field(hash=False)  # excluded from hash so tasks stay hashable
-    hub_config: str
-
-    @property
-    def is_regression(self) -> bool:
-        return not self.label_names
-
-    @property
-    def num_labels(self) -> int:
-        return 1 if self.is_regression else len(self.label_names)
-
-
-@dataclass(frozen=True)
-class _FileLayout:
-    """Where a task's fields sit in its GLUE TSV files, by header name.
-
-    Looking columns up by name (rather than fixed index) is what lets one reader cope
-    with MNLI, whose train files have 12 columns and dev files 16.
-    """
-
-    text: tuple[str, ...]  # header names of the text columns, in ``text_columns`` order
-    label: str  # header name of the label column
-    raw_labels: tuple[str, ...] = ()  # label spellings in class-index order; () = float score
-    columns: tuple[str, ...] | None = None  # column names of a header-less file (CoLA)
-
-
-_SINGLE = ("sentence",)
-_PAIR = ("sentence1", "sentence2")
-_BINARY = ("0", "1")
-_NLI2 = ("entailment", "not_entailment")
-_NLI3 = ("entailment", "neutral", "contradiction")
-_ACC = ("accuracy",)
-_ACC_F1 = ("accuracy", "f1")
-
-
-def _splits(dev: str = "dev.tsv") -> dict[str, str]:
-    return {"train": "train.tsv", "dev": dev}
-
-
-TASKS: dict[str, GlueTask] = {
-    task.name: task
-    for task in (
-        GlueTask(
-            "cola",
-            "CoLA",
-            _SINGLE,
-            ("unacceptable", "acceptable"),
-            ("matthews_correlation",),
-            "matthews_correlation",
-            _splits(),
-            "cola",
-        ),
-        GlueTask("sst2", "SST-2", _SINGLE, ("negative", "positive"), _ACC, "accuracy", _splits(), "sst2"),
-        GlueTask("mrpc", "MRPC", _PAIR, ("not_equivalent", "equivalent"), _ACC_F1, "f1", _splits(), "mrpc"),
-        GlueTask("stsb", "STS-B", _PAIR, (), ("pearson", "spearmanr"), "pearson", _splits(), "stsb"),
-        GlueTask("qqp", "QQP", _PAIR, ("not_duplicate", "duplicate"), _ACC_F1, "f1", _splits(), "qqp"),
-        GlueTask("mnli", "MNLI", _PAIR, _NLI3, _ACC, "accuracy", _splits("dev_matched.tsv"), "mnli"),
-        GlueTask("mnli_mm", "MNLI", _PAIR, _NLI3, _ACC, "accuracy", _splits("dev_mismatched.tsv"), "mnli"),
-        GlueTask("qnli", "QNLI", _PAIR, _NLI2, _ACC, "accuracy", _splits(), "qnli"),
-        GlueTask("rte", "RTE", _PAIR, _NLI2, _ACC, "accuracy", _splits(), "rte"),
-        GlueTask("wnli", "WNLI", _PAIR, ("not_entailment", "entailment"), _ACC, "accuracy", _splits(), "wnli"),
-    )
-}
-
-_LAYOUTS: dict[str, _FileLayout] = {
-    "cola": _FileLayout(_SINGLE, "label", _BINARY, columns=("source", "label", "mark", "sentence")),
-    "sst2": _FileLayout(_SINGLE, "label", _BINARY),
-    "mrpc": _FileLayout(("#1 String", "#2 String"), "Quality", _BINARY),
-    "stsb": _FileLayout(_PAIR, "score"),
-    "qqp": _FileLayout(("question1", "question2"), "is_duplicate", _BINARY),
-    "mnli": _FileLayout(_PAIR, "gold_label", _NLI3),
-    "mnli_mm": _FileLayout(_PAIR, "gold_label", _NLI3),
-    "qnli": _FileLayout(("question", "sentence"), "label", _NLI2),
-    "rte": _FileLayout(_PAIR, "label", _NLI2),
-    "wnli": _FileLayout(_PAIR, "label", _BINARY),
-}
-
-# Text column names in the Hub dataset, renamed to ``text_columns`` on load.
-_HUB_TEXT: dict[str, tuple[str, ...]] = {
-    "cola": _SINGLE,
-    "sst2": _SINGLE,
-    "mrpc": _PAIR,
-    "stsb": _PAIR,
-    "qqp": ("question1", "question2"),
-    "mnli": ("premise", "hypothesis"),
-    "mnli_mm": ("premise", "hypothesis"),
-    "qnli": ("question", "sentence"),
-    "rte": _PAIR,
-    "wnli": _PAIR,
-}
-_HUB_DEV_SPLIT = {"mnli": "validation_matched", "mnli_mm": "validation_mismatched"}
-
-STSB_RANGE = (0.0, 5.0)
-
-
 def resolve_data_dir(data_dir: str) -> str | None:
     """task.data_dir: 'sample' -> the shipped SST-2 sample, 'hub' -> None (load from the Hub), else the path."""
     if data_dir == "sample":
         return str(ASSETS / "glue_sample")
     return None if data_dir == "hub" else data_dir
-
-
-def _normalize(name: str) -> str:
-    """Lets users type the folder spelling too ("SST-2", "STS-B", "mnli-mm")."""
-    return name.strip().lower().replace("-", "").replace("_", "")
-
-
-def get_task(name: str) -> GlueTask:
-    """Look a task up by name, case- and dash-insensitively."""
-    by_key = {_normalize(task_name): task for task_name, task in TASKS.items()}
-    task = by_key.get(_normalize(name))
-    if task is None:
-        raise TaskError(f"unknown GLUE task {name!r}; known tasks: {', '.join(TASKS)}")
-    return task
 
 
 def load_split(
@@ -240,7 +113,7 @@ def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> dict[str, 
     GLUE files use no quoting at all (rows may start with a bare ``"``), so quoting is
     off; ``utf-8-sig`` drops the BOM that GLUE writes at the start of MRPC's header.
     """
-    layout = _LAYOUTS[task.name]
+    layout = LAYOUTS[task.name]
     columns: dict[str, list] = {name: [] for name in (*task.text_columns, "label")}
     reader = None
     try:
@@ -278,7 +151,7 @@ def _read_tsv(task: GlueTask, path: Path, max_samples: int | None) -> dict[str, 
     return columns
 
 
-def _column_positions(task: GlueTask, layout: _FileLayout, header: Sequence[str], path: Path) -> tuple[list[int], int]:
+def _column_positions(task: GlueTask, layout: FileLayout, header: Sequence[str], path: Path) -> tuple[list[int], int]:
     needed = (*layout.text, layout.label)
     missing = [name for name in needed if name not in header]
     if missing:
@@ -290,7 +163,7 @@ def _column_positions(task: GlueTask, layout: _FileLayout, header: Sequence[str]
     return [header.index(name) for name in layout.text], header.index(layout.label)
 
 
-def _parse_label(task: GlueTask, layout: _FileLayout, raw: str, path: Path, line: int) -> int | float:
+def _parse_label(task: GlueTask, layout: FileLayout, raw: str, path: Path, line: int) -> int | float:
     """Map the file's label spelling to a class index (or a float score for STS-B)."""
     if task.is_regression:
         low, high = STSB_RANGE
@@ -317,7 +190,7 @@ def _load_hub(task: GlueTask, split: str, max_samples: int | None) -> datasets.D
     """Download from the Hub and rename columns to the local-file schema."""
     import datasets
 
-    hub_split = "train" if split == "train" else _HUB_DEV_SPLIT.get(task.name, "validation")
+    hub_split = "train" if split == "train" else HUB_DEV_SPLIT.get(task.name, "validation")
     try:
         data = datasets.load_dataset(HUB_DATASET, task.hub_config, split=hub_split)
     except Exception as exc:  # network, auth, cache: all mean "use local files instead"
@@ -332,7 +205,7 @@ def _load_hub(task: GlueTask, split: str, max_samples: int | None) -> datasets.D
             f"{HUB_DATASET}/{task.hub_config} labels are {hub_names}, expected "
             f"{list(task.label_names)}; the Hub dataset changed, use a local GLUE data directory"
         )
-    renames = {src: dst for src, dst in zip(_HUB_TEXT[task.name], task.text_columns) if src != dst}
+    renames = {src: dst for src, dst in zip(HUB_TEXT[task.name], task.text_columns) if src != dst}
     data = data.rename_columns(renames).select_columns([*task.text_columns, "label"])
     if max_samples is not None:
         data = data.select(range(min(max_samples, len(data))))

@@ -31,7 +31,8 @@ import torch
 from transformers import PreTrainedTokenizerBase
 
 from fadkd.data.batches import Batch
-from fadkd.data.glue import TASKS, TaskError, get_task, load_split
+from fadkd.data.glue import load_split
+from fadkd.data.glue_tasks import TASKS, TaskError, get_task
 from fadkd.errors import FadkdError
 
 LOWER_IS_BETTER = frozenset({"perplexity", "cer", "cer_vs_teacher"})

@@ -21,7 +21,8 @@ from pathlib import Path
 
 from fadkd.config.schema import Config
 from fadkd.data.augment import UNLABELLED, augment_rows
-from fadkd.data.glue import GlueTask, TaskError, load_split
+from fadkd.data.glue import load_split
+from fadkd.data.glue_tasks import GlueTask, TaskError
 from fadkd.data.lm_augment import lm_copies
 
 

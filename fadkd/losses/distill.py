@@ -1,4 +1,4 @@
-"""Distillation loss terms and their weighted combination.
+"""The objective: the weighted combination of the loss terms, and the learned projections.
 
 L = α·τ²·KL(p_t ‖ p_s) + ce·task
     + Σ_l λ_l [β·(1 − cos(F_T, P F_S)) + γ·‖F_T − P F_S‖² + δ·‖A_T − A_S‖²]
@@ -27,109 +27,10 @@ from fadkd.losses.kd import TermChoice, kd_label
 from fadkd.losses.kd import forward_kl as kd_kl  # noqa: F401  (Hinton KD, the default α term; re-exported)
 from fadkd.losses.mapping import LayerPair, pair_key
 from fadkd.losses.relations import check_relation_heads, relation_loss
+from fadkd.losses.terms import attention_loss, cosine_rows, feature_tokens, mse_rows, real_mask, task_loss
 
 if TYPE_CHECKING:
     from fadkd.models.capture import Outputs
-
-
-def _real(mask: Tensor, shape: torch.Size) -> Tensor:
-    """Mask as bool, checked against the leading shape it must cover."""
-    if tuple(mask.shape) != tuple(shape):
-        raise ValueError(f"mask has shape {tuple(mask.shape)} but the inputs need {tuple(shape)}")
-    return mask != 0
-
-
-def feature_tokens(mask: Tensor, which: str) -> Tensor:
-    """Bool [B, L]: the positions β and γ compare, all real tokens or ("first") position 0 only."""
-    real = mask != 0
-    return real & (torch.arange(real.shape[1], device=real.device) == 0) if which == "first" else real
-
-
-def _same_shape(student: Tensor, teacher: Tensor, what: str) -> None:
-    if student.shape != teacher.shape:
-        shapes = f"{tuple(student.shape)} vs {tuple(teacher.shape)}"
-        raise ValueError(f"{what}: student and teacher shapes differ ({shapes})")
-
-
-def _rows(student: Tensor, teacher: Tensor, mask: Tensor, what: str) -> tuple[Tensor, Tensor]:
-    """The real tokens of [B, L, H] student and teacher, as [N, H] rows (padding never read)."""
-    _same_shape(student, teacher, what)
-    real = _real(mask, student.shape[:-1])
-    return student[real], teacher[real]
-
-
-def cosine_rows(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean over rows of 1 − cos(student, teacher); [N, H] each, 0 when N = 0."""
-    cos = F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-8)
-    return (1.0 - cos).sum() / max(len(cos), 1)
-
-
-def mse_rows(student: Tensor, teacher: Tensor) -> Tensor:
-    """Mean over rows of the mean over H of (student − teacher)²; [N, H] each, 0 when N = 0."""
-    return (student.float() - teacher.float()).pow(2).mean(-1).sum() / max(len(student), 1)
-
-
-def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
-    """Mean over real tokens of 1 − cos(student, teacher) along H.
-
-    student, teacher: [B, L, H] (student already projected to the teacher width);
-    mask: [B, L]. Invariant to positive scaling of either input. Range [0, 2].
-    """
-    return cosine_rows(*_rows(student, teacher, mask, "hidden states for cosine loss"))
-
-
-def mse_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
-    """Mean over real tokens of the mean over H of (student − teacher)².
-
-    student, teacher: [B, L, H]; mask: [B, L]. Normalised per element (mean, not sum,
-    over H) so the scale does not grow with the hidden width and γ transfers across
-    model sizes.
-    """
-    return mse_rows(*_rows(student, teacher, mask, "hidden states for mse loss"))
-
-
-def attention_loss(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor) -> Tensor:
-    """Mean squared error between attention probability maps.
-
-    student_attn: [B, Hs, L, L], teacher_attn: [B, Ht, L, L]; mask: [B, L]. If Hs == Ht
-    the maps are compared head by head; otherwise each side is first averaged over its heads
-    (no head correspondence exists) and the [B, 1, L, L] means are compared. Only entries
-    whose query AND key are real tokens count; the result is the mean over those entries,
-    averaged over heads in the per-head case.
-    """
-    if student_attn.dim() != 4 or teacher_attn.dim() != 4:
-        raise ValueError("attention maps must be [B, heads, L, L]")
-    # Head counts may differ; batch and sequence sizes may not.
-    _same_shape(student_attn[:, :1], teacher_attn[:, :1], "attention maps [B, :, L, L]")
-    b, _, length, _ = student_attn.shape
-    real = _real(mask, (b, length))
-    pair = real[:, :, None] & real[:, None, :]  # [B, L, L]
-    s, t = student_attn.float(), teacher_attn.float()
-    if s.shape[1] != t.shape[1]:  # sanitise first: head-averaging would spread padding garbage
-        s = torch.where(pair[:, None], s, 0.0).mean(1, keepdim=True)
-        t = torch.where(pair[:, None], t, 0.0).mean(1, keepdim=True)
-    # `where` after the difference: padding entries (even NaN) give 0 and a 0 gradient. Every
-    # head has the same counted entries, so this is the mean over counted (head, query, key).
-    diff = torch.where(pair[:, None], s - t, 0.0)
-    return diff.pow(2).sum() / (pair.sum().clamp_min(1) * s.shape[1])
-
-
-def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
-    """Supervised loss of the student.
-
-    Regression: MSE of logits.squeeze(-1) ([B, 1] -> [B]) against float labels [B], NaN skipped.
-    Classification: cross-entropy of logits [B, C] against class ids [B], -100 skipped (the two
-    marks of task.augment's copies). Causal LM: logits [B, L, V], labels [B, L] aligned with input_ids
-    (Hugging Face convention); shifted here so position i predicts token i+1; label -100 is ignored.
-    """
-    if is_regression:
-        pred, target = logits.float().squeeze(-1), labels.float().reshape(-1)
-        known = ~target.isnan()
-        return ((pred - target.nan_to_num()) ** 2 * known).sum() / known.sum().clamp(min=1)
-    if logits.dim() == 3:  # position i predicts token i+1: one row per predicted token
-        logits, labels = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
-    ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=-100, reduction="sum")
-    return ce / (labels != -100).sum().clamp(min=1)
 
 
 @dataclass(frozen=True)
@@ -259,15 +160,15 @@ class DistillLoss(nn.Module):
     ) -> tuple[Tensor, dict[str, Tensor]]:
         """Return (total, terms); terms are unweighted detached scalars.
 
-        feature_scale multiplies β, γ, δ and prediction_scale α and ce, for this call (the step's
-        factors of loss.feature_schedule, fadkd/losses/spec.py). At 0 the terms are still computed, so
-        every projection keeps a (zero) gradient, as DDP expects.
-
         Only terms with weight > 0 are computed and reported. Feature/attention terms
         are λ-weighted sums over pairs; per-pair values are under "cos/s2_t4",
         "mse/s2_t4", "attn/s2_t4". For regression (one output) the kd term is the MSE
         between student and teacher logits: a single output defines no distribution to
         take a KL over. For causal-LM logits [B, L, V] kd and ce use the token mask.
+
+        feature_scale multiplies β, γ, δ and prediction_scale α and ce, for this call (the step's
+        factors of loss.feature_schedule, fadkd/losses/spec.py). At 0 the terms are still computed, so
+        every projection keeps a (zero) gradient, as DDP expects.
         """
         w = self.weights
         terms: dict[str, Tensor] = {}
@@ -277,7 +178,6 @@ class DistillLoss(nn.Module):
             terms[name] = value.detach()
             weighted.append(weight * value)
 
-        causal = student.logits.dim() == 3
         if w.alpha > 0:
             if self.is_regression:
                 kd = F.mse_loss(student.logits.float().squeeze(-1), teacher.logits.detach().float().squeeze(-1))
@@ -291,40 +191,8 @@ class DistillLoss(nn.Module):
                     "student and teacher token masks differ, so their positions do not line up; hidden-state and "
                     "attention alignment need tokenizers that give the same tokens (or set beta, gamma, delta to 0)"
                 )
-            real = student.mask != 0
-            feature_real = feature_tokens(student.mask, self.choice.feature_tokens)  # δ sees every real token
-            sums: dict[str, Tensor] = {}
-            feature_fns = [
-                (name, fn)
-                for name, weight, fn in (("cos", w.beta, cosine_rows), ("mse", w.gamma, mse_rows))
-                if weight > 0
-            ]
-            for p in self.pairs if feature_fns else []:
-                hs = _layer(student.hidden, p.student, "student", "hidden states")
-                ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
-                # Only real tokens are gathered, projected and compared (a third of a padded batch's
-                # rows in the speed protocol): padding costs nothing and cannot reach a gradient.
-                _real(feature_real, hs.shape[:-1]), _real(feature_real, ht.shape[:-1])  # shapes checked
-                fs, ft = self._project(p, hs[feature_real]), ht[feature_real].detach()
-                norm = getattr(self, f"norm_t{p.teacher}", None)  # loss.feature_norm=standardize
-                if norm is not None:
-                    fs, ft = (fs - norm[0]) / norm[1], (ft.float() - norm[0]) / norm[1]
-                for name, fn in feature_fns:
-                    value = fn(fs, ft)
-                    terms[f"{name}/{pair_key(p)}"] = value.detach()
-                    sums[name] = sums.get(name, 0.0) + p.weight * value
-            relations = self.choice.attn == "relations"
-            for p in self.attn_pairs if w.delta > 0 else []:
-                if relations:  # MiniLMv2 relations from each side's query / key / value (fadkd/losses/relations.py)
-                    q_s = _layer(student.qkv, p.student, "student", "query/key/value")
-                    q_t = tuple(x.detach() for x in _layer(teacher.qkv, p.teacher, "teacher", "query/key/value"))
-                    value = relation_loss(q_s, q_t, real, self.choice.relation_heads, self.choice.relations)
-                else:
-                    a_s = _layer(student.attentions, p.student, "student", "attention")
-                    a_t = _layer(teacher.attentions, p.teacher, "teacher", "attention")
-                    value = attention_loss(a_s, a_t.detach(), real)
-                terms[f"attn/{pair_key(p)}"] = value.detach()
-                sums["attn"] = sums.get("attn", 0.0) + p.weight * value
+            sums = self._feature_terms(student, teacher, terms)
+            sums |= self._attention_terms(student, teacher, terms)
             for name, weight in (("cos", w.beta), ("mse", w.gamma), ("attn", w.delta)):
                 if weight > 0:
                     add(name, weight * feature_scale, sums[name])
@@ -333,11 +201,51 @@ class DistillLoss(nn.Module):
                 raise FadkdError(
                     "loss.ce > 0 but the batch has no labels; set loss.ce to 0 for label-free distillation"
                 )
-            if causal:  # never train on padding
+            if student.logits.dim() == 3:  # causal LM: never train on padding
                 labels = labels.masked_fill(student.mask == 0, -100)
             add("ce", w.ce * prediction_scale, task_loss(student.logits, labels, self.is_regression))
         total = torch.stack(weighted).sum()
         return total, terms
+
+    def _feature_terms(self, student: Outputs, teacher: Outputs, terms: dict) -> dict[str, Tensor]:
+        """β and γ: λ-weighted sums over pairs of cosine / MSE on real tokens; per-pair values into `terms`."""
+        w = self.weights
+        fns = [(name, fn) for name, weight, fn in (("cos", w.beta, cosine_rows), ("mse", w.gamma, mse_rows)) if weight]
+        feature_real = feature_tokens(student.mask, self.choice.feature_tokens)  # δ sees every real token
+        sums: dict[str, Tensor] = {}
+        for p in self.pairs if fns else []:
+            hs = _layer(student.hidden, p.student, "student", "hidden states")
+            ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
+            # Only real tokens are gathered, projected and compared (a third of a padded batch's
+            # rows in the speed protocol): padding costs nothing and cannot reach a gradient.
+            real_mask(feature_real, hs.shape[:-1]), real_mask(feature_real, ht.shape[:-1])  # shapes checked
+            fs, ft = self._project(p, hs[feature_real]), ht[feature_real].detach()
+            norm = getattr(self, f"norm_t{p.teacher}", None)  # loss.feature_norm=standardize
+            if norm is not None:
+                fs, ft = (fs - norm[0]) / norm[1], (ft.float() - norm[0]) / norm[1]
+            for name, fn in fns:
+                value = fn(fs, ft)
+                terms[f"{name}/{pair_key(p)}"] = value.detach()
+                sums[name] = sums.get(name, 0.0) + p.weight * value
+        return sums
+
+    def _attention_terms(self, student: Outputs, teacher: Outputs, terms: dict) -> dict[str, Tensor]:
+        """δ: λ-weighted sum over pairs of attention maps (or MiniLMv2 relations); per-pair values into `terms`."""
+        real = student.mask != 0
+        relations = self.choice.attn == "relations"
+        sums: dict[str, Tensor] = {}
+        for p in self.attn_pairs if self.weights.delta > 0 else []:
+            if relations:  # MiniLMv2 relations from each side's query / key / value (fadkd/losses/relations.py)
+                q_s = _layer(student.qkv, p.student, "student", "query/key/value")
+                q_t = tuple(x.detach() for x in _layer(teacher.qkv, p.teacher, "teacher", "query/key/value"))
+                value = relation_loss(q_s, q_t, real, self.choice.relation_heads, self.choice.relations)
+            else:
+                a_s = _layer(student.attentions, p.student, "student", "attention")
+                a_t = _layer(teacher.attentions, p.teacher, "teacher", "attention")
+                value = attention_loss(a_s, a_t.detach(), real)
+            terms[f"attn/{pair_key(p)}"] = value.detach()
+            sums["attn"] = sums.get("attn", 0.0) + p.weight * value
+        return sums
 
     def __str__(self) -> str:
         w = self.weights

@@ -16,8 +16,8 @@ from __future__ import annotations
 import torch
 from torch import Tensor, nn
 
-from fadkd.losses.distill import feature_tokens
 from fadkd.losses.mapping import pair_key
+from fadkd.losses.terms import feature_tokens
 
 
 @torch.no_grad()

@@ -15,7 +15,7 @@ from pathlib import Path
 from rich.table import Table
 
 from fadkd.errors import FadkdError
-from fadkd.report.results import read_metrics
+from fadkd.report.runs import find_runs, read_metrics
 from fadkd.run.progress import make_console
 
 COLUMNS = {  # header -> (metrics key, format)
@@ -32,8 +32,6 @@ COLUMNS = {  # header -> (metrics key, format)
 
 
 def _ordered_runs(paths: list[Path]) -> list[Path]:
-    from fadkd.report.results import find_runs
-
     runs: list[Path] = []
     for path in paths:
         runs += [r for r in find_runs([path]) if r not in runs]

@@ -25,7 +25,7 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from fadkd.errors import FadkdError  # noqa: E402
-from fadkd.report.results import find_runs, overrides_of, read_metrics  # noqa: E402
+from fadkd.report.runs import find_runs, overrides_of, read_metrics  # noqa: E402
 
 # Logged term -> the loss weight that multiplies it (config.yaml, loss.<weight>).
 TERM_WEIGHTS = {"kd": "alpha", "cos": "beta", "mse": "gamma", "attn": "delta", "ce": "ce"}

@@ -1,36 +1,14 @@
 """Results tables over finished runs: rich in the terminal, plus results.md and results.csv."""
 
 import csv
-import json
 from pathlib import Path
 
-from omegaconf import OmegaConf
 from rich.table import Table
 
 from fadkd.data.lm_text import LOWER_IS_BETTER
-from fadkd.errors import FadkdError
+from fadkd.report.paper_table import write_paper_table
+from fadkd.report.runs import find_runs, overrides_of, read_metrics
 from fadkd.run.progress import make_console
-
-
-def find_runs(paths: list[Path]) -> list[Path]:
-    """Every run folder (one holding metrics.json) at or below `paths`, sorted, no duplicates."""
-    runs: set[Path] = set()
-    for path in paths:
-        if not path.exists():
-            raise FadkdError(f"{path} does not exist; give run folders or a multirun folder")
-        runs.update(p.parent for p in path.rglob("metrics.json"))
-    if not runs:
-        raise FadkdError(
-            f"no finished runs (folders with metrics.json) under {', '.join(map(str, paths))}; "
-            "train first with `fadkd train` or `fadkd train -m ...`"
-        )
-    return sorted(runs)
-
-
-def overrides_of(run: Path) -> list[str]:
-    """The command-line overrides Hydra recorded for the run (empty when not run by Hydra)."""
-    path = run / ".hydra" / "overrides.yaml"
-    return [str(o) for o in OmegaConf.load(path)] if path.exists() else []
 
 
 def _parse(overrides: list[str]) -> dict[str, str]:
@@ -44,17 +22,6 @@ def _run_name(run: Path, root: Path | None) -> str:
     else:
         name = str(run.relative_to(root) if root else run)
     return name if len(name) <= 40 else "..." + name[-37:]
-
-
-def read_metrics(run: Path) -> dict:
-    """A run's metrics.json, or one line saying it is damaged (a run cut off while writing it)."""
-    try:
-        metrics = json.loads((run / "metrics.json").read_text())
-    except (ValueError, UnicodeDecodeError) as err:
-        raise FadkdError(f"{run / 'metrics.json'} is not valid JSON ({err}); rerun the run, or remove it") from None
-    if not isinstance(metrics, dict):
-        raise FadkdError(f"{run / 'metrics.json'} holds no metrics object; rerun the run, or remove it")
-    return metrics
 
 
 def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict], dict[str, str]]:
@@ -112,8 +79,6 @@ def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "d
     layout="paper": causal-LM runs in the paper's layout (fadkd/report/paper_table.py).
     """
     if layout == "paper":
-        from fadkd.report.paper_table import write_paper_table
-
         return write_paper_table(paths, out_dir)
     runs = find_runs(paths)
     root = paths[0] if len(paths) == 1 and paths[0].is_dir() else None

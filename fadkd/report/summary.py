@@ -21,12 +21,13 @@ from transformers.utils import logging as hf_logging
 
 from fadkd.config.schema import ModelConfig
 from fadkd.data.batches import Collator, make_loader
-from fadkd.data.glue import get_task, load_split, resolve_data_dir
+from fadkd.data.glue import load_split, resolve_data_dir
+from fadkd.data.glue_tasks import get_task
 from fadkd.data.lm_text import is_lm_task
 from fadkd.errors import FadkdError
 from fadkd.models.load import load_classifier, load_tokenizer
 from fadkd.report.plots import plot_run, run_title
-from fadkd.report.results import read_metrics
+from fadkd.report.runs import read_metrics
 from fadkd.run.distributed import resolve_device
 from fadkd.run.progress import make_console
 

@@ -5,7 +5,8 @@ from pathlib import Path
 
 from fadkd.config.schema import Config
 from fadkd.data.batches import Collator
-from fadkd.data.glue import get_task, load_split, resolve_data_dir
+from fadkd.data.glue import load_split, resolve_data_dir
+from fadkd.data.glue_tasks import get_task
 from fadkd.data.pool import training_rows
 from fadkd.eval.glue import evaluate
 from fadkd.losses.spec import LossSpec

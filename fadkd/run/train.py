@@ -10,39 +10,35 @@ bit for bit). Under torchrun every rank runs this (fadkd/run/distributed.py); ra
 """
 
 import json
-import math
-import random
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
 
-import numpy as np
 import torch
 from torch.utils.data import DataLoader
 from transformers import get_linear_schedule_with_warmup
 from transformers.utils import logging as hf_logging
 
 from fadkd.config.schema import Config
-from fadkd.data.batches import EpochSampler, make_loader
+from fadkd.data.batches import EpochSampler
 from fadkd.data.lm_text import LOWER_IS_BETTER, is_lm_task
-from fadkd.errors import FadkdError
 from fadkd.losses.distill import DistillLoss
 from fadkd.losses.mapping import describe
-from fadkd.losses.projections import fit_feature_norm, fit_projections, param_groups
+from fadkd.losses.projections import param_groups
 from fadkd.losses.spec import LossSpec, build_spec, records_attention, uses_teacher
 from fadkd.models import attention
-from fadkd.models.capture import run_model
 from fadkd.models.load import depth, width
-from fadkd.report.results import overrides_of
+from fadkd.report.runs import overrides_of
 from fadkd.report.summary import print_summary, resume_command
 from fadkd.run import distributed
-from fadkd.run.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir, save_checkpoint
+from fadkd.run.checkpoint import TrainState, save_checkpoint
 from fadkd.run.folder import prepare_run_dir, run_metrics, save_student
 from fadkd.run.glue import prepare_glue
 from fadkd.run.guards import Interrupts, NonFiniteError, fault_injection
 from fadkd.run.lm import prepare_lm
 from fadkd.run.logs import RunLog
+from fadkd.run.parts import batches, fit_on_first_batch, fmt, resume, seed_everything
 from fadkd.run.progress import make_console, progress_bar
 from fadkd.run.setup import Setup
 from fadkd.run.step import StepParts, build_optimizer, staged_lr, train_step
@@ -161,7 +157,7 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
     )  # fmt: skip
     parts.forward = distributed.wrap(parts.forward, dist)  # DDP: student + projections' gradients averaged
     if teacher_metrics:
-        console.print(f"teacher dev: {_fmt(teacher_metrics)}")
+        console.print(f"teacher dev: {fmt(teacher_metrics)}")
     return Run(
         cfg, out_dir, dist, device, setup, spec, loss_fn, teacher, teacher_metrics, parts, sampler, loader, state,
         checkpoints, batches_per_epoch, stage1, stage1 + task_steps,
@@ -196,7 +192,7 @@ def fit(run: Run) -> None:
                     log.log_step(state.step, row)
                     window_start, window_samples = now, 0
                     main = {k: v for k, v in row.items() if k == "loss" or k in terms and "/" not in k}
-                    progress.update(bar, terms=_fmt(main, 3))
+                    progress.update(bar, terms=fmt(main, 3))
                 progress.update(bar, completed=state.step)
 
                 end_of_epoch = state.batch_in_epoch == run.batches_per_epoch
@@ -247,58 +243,6 @@ def finish(run: Run) -> dict:
     return metrics
 
 
-def seed_everything(seed: int, num_threads: int) -> None:
-    random.seed(seed)
-    np.random.seed(seed)
-    torch.manual_seed(seed)
-    if num_threads > 0:
-        torch.set_num_threads(num_threads)
-
-
-def batches(cfg: Config, setup: Setup, dist, local_batch: int) -> tuple[EpochSampler, DataLoader, int]:
-    """The sampler (length-grouped when asked; this rank's share), the loader, and batches per epoch."""
-    rows, collator = setup.train_rows, setup.collator
-    lengths = None
-    if cfg.train.group_by_length:
-        lengths = [int(collator([row]).student["attention_mask"].sum()) for row in rows]
-    sampler = EpochSampler(
-        len(rows), cfg.train.seed, lengths=lengths, batch_size=cfg.train.batch_size,
-        rank=dist.rank, world_size=dist.world_size,
-    )  # fmt: skip
-    loader = make_loader(rows, collator, local_batch, sampler)
-    return sampler, loader, math.ceil(len(rows) / cfg.train.batch_size)
-
-
-def resume(cfg: Config, out_dir: Path, student, loss_fn, optimizer, scheduler) -> tuple[TrainState, Path]:
-    """A fresh state, or (train.resume=true) the latest complete checkpoint's."""
-    checkpoints = safe_dir(out_dir, "checkpoints")
-    if not cfg.train.resume:
-        return TrainState(), checkpoints
-    found = latest_checkpoint(checkpoints)
-    if found is None:
-        raise FadkdError(f"train.resume=true but {checkpoints} holds no complete checkpoint; start afresh")
-    state = load_checkpoint(*found, student, loss_fn, optimizer, scheduler)
-    console.print(f"resumed from {found[0]} (step {state.step})")
-    return state, checkpoints
-
-
-def fit_on_first_batch(cfg: Config, setup: Setup, spec: LossSpec, loss_fn, teacher, device) -> None:
-    """loss.feature_norm=standardize and loss.projection_init=lstsq: fitted on the first batch, before step 1."""
-    standardize = cfg.loss.feature_norm == "standardize" and spec.features
-    lstsq = cfg.loss.projection_init == "lstsq" and loss_fn.projections
-    if not (standardize or lstsq):
-        return
-    first = setup.collator(setup.train_rows[: cfg.train.batch_size]).to(device)
-    with torch.no_grad():
-        t_first = teacher.outputs(first)
-        if standardize:
-            spread = fit_feature_norm(loss_fn, t_first)
-            console.print("teacher states standardised per dimension (max/median std): " + _fmt(spread, 1))
-        if lstsq:
-            r2 = fit_projections(loss_fn, run_model(setup.student, first.student, spec.student_layers), t_first)
-            console.print("projections fitted by least squares on the first batch, R²: " + _fmt(r2, 3))
-
-
 def step_row(run: Run, loss, terms: dict, grad_norm, scales: tuple[float, float], samples_per_s: float) -> dict:
     """One line of steps.jsonl: loss, every unweighted term, lr, the schedule's factors, grad norm, speed."""
     row = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
@@ -318,7 +262,7 @@ def evaluate_and_keep_best(run: Run, log: RunLog, out) -> None:
     state = run.state
     run.last = run.evaluate()
     log.log_eval(state.step, run.last)
-    out.print(f"step {state.step} dev: {_fmt(run.last)}")
+    out.print(f"step {state.step} dev: {fmt(run.last)}")
     if state.best is None or improved(run.setup.task.main_metric, run.last, state.best):
         state.best, state.best_step = run.last, state.step
         if run.cfg.train.save_student:
@@ -343,7 +287,3 @@ def handle_nonfinite(what: str, run: Run) -> None:
         f"{message}; the update was not applied and the last good state is in {path}. Lower train.lr, "
         "check the data, or set train.on_nonfinite=skip to skip such steps"
     )
-
-
-def _fmt(values: dict | None, digits: int = 4) -> str:
-    return "  ".join(f"{k}={v:.{digits}f}" for k, v in (values or {}).items())
