@@ -9,7 +9,7 @@ import inspect
 import re
 from pathlib import Path
 
-GROUPS = ("teacher", "student", "task", "mapping", "loss", "train", "experiment")
+GROUPS = ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search")
 HEADS = {
     "config": "usage: fadkd train [group=option ...] [key=value ...] [-m: one run per combination of a,b values]\n"
     "Distil a teacher into a student. Pick a file of each group, then change any key.",
@@ -71,7 +71,7 @@ def config_help(conf_dir: str, config_name: str, overrides: list[str]) -> str:
         label = "model" if key == "teacher@student" else group
         options = _options(Path(conf_dir), "teacher" if label == "model" else group)
         chosen = choices.get(key) or "null"
-        lines.append(f"  {label + ':':<12} {chosen:<16} options: {options}")
+        lines.append(f"  {label + ':':<16} {chosen:<16} options: {options}")
     lines += ["", "keys (section.key=value; the composed default, then what it means):"]
     for f in dataclasses.fields(Config):
         kind = "model" if f.name in ("teacher", "student") else f.name

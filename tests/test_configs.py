@@ -32,7 +32,7 @@ def _compose(overrides: list[str]) -> Config:
 
 def _options() -> list[str]:
     out = []
-    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment"):
+    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search"):
         for path in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
             out.append(f"{group}={path.stem}")
     return out
@@ -117,7 +117,9 @@ def _expected(name: str, group: str = "experiment") -> dict:
     prefix = "loss." if group == "loss" else ""
     own = {prefix + k: v for k, v in _leaves(written) if not k.startswith(("hydra.", "defaults"))}
     expected = {}
-    for entry in written.get("defaults", []) if group == "experiment" else []:
+    for entry in written.get("defaults", []):
+        if group == "loss" and isinstance(entry, str) and entry != "_self_":  # a preset built on another
+            expected |= _expected(entry, "loss")
         for key, option in entry.items() if isinstance(entry, dict) else []:
             if key in ("override /loss", "override /experiment", "/experiment"):
                 expected |= _expected(option, key.split("/")[-1])
