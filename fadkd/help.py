@@ -9,6 +9,13 @@ import inspect
 import re
 from pathlib import Path
 
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from fadkd.config.ranges import RANGES
+from fadkd.config.schema import Config, register_configs
+
 GROUPS = ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search")
 HEADS = {
     "config": "usage: fadkd train [group=option ...] [key=value ...] [-m: one run per combination of a,b values]\n"
@@ -53,13 +60,6 @@ def _options(conf_dir: Path, group: str) -> str:
 
 
 def config_help(conf_dir: str, config_name: str, overrides: list[str]) -> str:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from fadkd.config.ranges import RANGES
-    from fadkd.config.schema import Config, register_configs
-
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
