@@ -68,6 +68,8 @@ def config_help(conf_dir: str, config_name: str, overrides: list[str]) -> str:
     lines = [HEADS[config_name], "", "config groups (group=option; the current choice first):"]
     for group in GROUPS:
         key = "teacher@student" if config_name == "finetune" and group == "student" else group
+        if key not in choices:  # not in this config's defaults list (finetune has no hparams_search)
+            continue
         label = "model" if key == "teacher@student" else group
         options = _options(Path(conf_dir), "teacher" if label == "model" else group)
         chosen = choices.get(key) or "null"
