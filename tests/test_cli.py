@@ -25,7 +25,7 @@ def test_help_lists_verbs():
 
 def test_train_help_shows_config_groups():
     out = run_cli("train", "--help").stdout
-    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment"):
+    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search"):
         assert f"{group}:" in out
 
 

@@ -105,7 +105,7 @@ def test_errors(args, kwargs, needle):
     with pytest.raises(MappingError) as info:
         build_mapping(*args, **kwargs)
     assert needle in str(info.value)
-    assert isinstance(info.value, ValueError) and isinstance(info.value, FadkdError)
+    assert isinstance(info.value, FadkdError)
 
 
 def test_describe_and_key():

@@ -106,7 +106,7 @@ def test_submitit_local_multirun(tmp_path):
 @pytest.mark.slow
 def test_optuna_search_of_eight_trials(tmp_path):
     sweep = tmp_path / "search"
-    run_cli("train", "-m", "experiment=search_weights", "hydra.sweeper.n_trials=8", *FAST, f"hydra.sweep.dir={sweep}")
+    run_cli("train", "-m", "hparams_search=weights", "hydra.sweeper.n_trials=8", *FAST, f"hydra.sweep.dir={sweep}")
     jobs = _jobs(sweep)
     assert [j.name for j in jobs] == [str(i) for i in range(8)]  # one folder per trial, by number
     sampled = [dict(o.split("=", 1) for o in OmegaConf.load(j / ".hydra" / "overrides.yaml")) for j in jobs]

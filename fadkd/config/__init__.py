@@ -1,1 +1,1 @@
-"""The typed configuration: schema, cross-field checks, ranges, sweep resolvers."""
+"""The typed configuration: schema (by section), its Enums of words, checks, ranges, sweep resolvers."""

@@ -2,7 +2,7 @@
 
 - `threads_per_job`: parallel jobs share the machine's cores, so each gets cores // parallel
   jobs torch threads (train.num_threads=0 means exactly this), never every core each.
-- `direction`: the resolver `${fadkd_direction:${task.name}}` behind experiment=search_weights's
+- `direction`: the resolver `${fadkd_direction:${task.name}}` behind hparams_search=weights's
   hydra.sweeper.direction: maximize the task's main metric, minimize it for causal-LM tasks
   (perplexity, lower is better).
 - `BestTrial`: a Hydra callback that, when a sweep ends, writes <sweep dir>/best.yaml (the best

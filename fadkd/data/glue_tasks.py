@@ -10,7 +10,7 @@ from fadkd.errors import FadkdError
 class TaskError(FadkdError):
     """A problem the user can fix: bad task name, missing file, malformed row, ...
 
-    A FadkdError (itself a ValueError) so the CLI prints it without a traceback.
+    A FadkdError, so the CLI prints it without a traceback.
     """
 
 

@@ -97,8 +97,6 @@ def load_causal_lm(cfg: ModelConfig, role: str, tok: PreTrainedTokenizerBase, at
             path, attn_implementation=attn, dtype=torch.float32, trust_remote_code=cfg.trust_remote_code
         )
     except (OSError, ValueError) as err:
-        if isinstance(err, ModelError):
-            raise
         raise ModelError(f"{role}: cannot load a causal language model from {cfg.path}: {err}") from None
 
 
