@@ -94,7 +94,7 @@ def test_malformed_config_fails_with_a_message(seed):
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = to_config(compose(config_name="config", overrides=overrides))
-        if cfg.loss.needs_features:
+        if cfg.loss.layerwise:
             m = cfg.mapping
             build_mapping(m.strategy, cfg.student.num_layers, cfg.teacher.num_layers, m.pairs, m.layer_weights)
         get_task(cfg.task.name)

@@ -380,7 +380,7 @@ def test_invalid_weights_and_missing_labels():
         LossWeights(temperature=0)
     with pytest.raises(FadkdError, match="beta"):
         LossWeights(beta=-1)
-    with pytest.raises(FadkdError, match="all loss weights are 0"):
+    with pytest.raises(FadkdError, match="every loss weight is 0"):
         LossWeights(alpha=0, ce=0)
     loss = make(LossWeights())
     s, t = outputs(8, 2, 2, torch.randn(B, 3)), outputs(16, 4, 4, torch.randn(B, 3))

@@ -31,6 +31,23 @@ class MappingConfig:
         self.strategy = choose(MappingStrategy, "mapping.strategy", self.strategy)
 
 
+def check_weights(values: dict[str, float]) -> None:
+    """The one check of the objective's weights and τ: the config's, and LossWeights' built in code.
+
+    NaN and infinity are left to the ranges (fadkd/config/ranges.py), which name the allowed range.
+    """
+    for key in WEIGHTS:
+        if values[key] < 0:
+            raise ConfigError(f"loss.{key}={values[key]} is negative; loss weights must be >= 0")
+    if not any(values[key] for key in WEIGHTS):
+        raise ConfigError(
+            "every loss weight is 0, so there is nothing to train: set at least one of "
+            "loss.alpha, loss.beta, loss.gamma, loss.delta, loss.ce above 0"
+        )
+    if values["temperature"] <= 0:
+        raise ConfigError(f"loss.temperature={values['temperature']} must be > 0 (typical: 1 to 4)")
+
+
 @dataclass
 class LossConfig:
     """Weights of the objective L = α·KD + β·cos + γ·mse + δ·attn + ce·task."""
@@ -39,7 +56,7 @@ class LossConfig:
     temperature: float = 2.0  # τ
     beta: float = 1.0  # 1 − cos of mapped hidden states
     gamma: float = 1.0  # MSE of mapped hidden states
-    delta: float = 1.0  # MSE of mapped attention maps (runs both models with eager attention)
+    delta: float = 1.0  # MSE of mapped attention maps (from fadkd's attention function on the mapped layers)
     ce: float = 1.0  # the task's own loss on hard labels
     shared_projection: bool = False  # one Linear for every pair instead of one per pair
     # Which α and δ terms (README, "Loss terms"; fadkd/losses/kd.py, fadkd/losses/relations.py).
@@ -68,16 +85,7 @@ class LossConfig:
 
     def __post_init__(self) -> None:
         _check_terms(self)
-        for key in WEIGHTS:
-            if getattr(self, key) < 0:
-                raise ConfigError(f"loss.{key}={getattr(self, key)} is negative; loss weights must be >= 0")
-        if not any(getattr(self, key) for key in WEIGHTS):
-            raise ConfigError(
-                "every loss weight is 0, so there is nothing to train: set at least one of "
-                "loss.alpha, loss.beta, loss.gamma, loss.delta, loss.ce above 0"
-            )
-        if self.temperature <= 0:
-            raise ConfigError(f"loss.temperature={self.temperature} must be > 0 (typical: 1 to 4)")
+        check_weights({key: getattr(self, key) for key in (*WEIGHTS, "temperature")})
         self.projection_init = choose(ProjectionInit, "loss.projection_init", self.projection_init)
         self.feature_tokens = choose(FeatureTokens, "loss.feature_tokens", self.feature_tokens)
         self.feature_norm = choose(FeatureNorm, "loss.feature_norm", self.feature_norm)
@@ -87,7 +95,7 @@ class LossConfig:
             raise ConfigError(f"loss.projection_lr={self.projection_lr} must be > 0, or null to use train.lr")
 
     @property
-    def needs_features(self) -> bool:
+    def layerwise(self) -> bool:
         """True when any term compares hidden states or attention maps position by position."""
         return self.beta > 0 or self.gamma > 0 or self.delta > 0
 
@@ -118,7 +126,7 @@ def _check_schedule(cfg: LossConfig) -> None:
             f"{cfg.intermediate_epochs}: the intermediate-layer stage's epochs (>= 1) go with "
             "feature_schedule=staged only"
         )
-    if staged and not (cfg.needs_features and (cfg.alpha > 0 or cfg.ce > 0)):
+    if staged and not (cfg.layerwise and (cfg.alpha > 0 or cfg.ce > 0)):
         raise ConfigError(
             "loss.feature_schedule=staged trains β, γ, δ first, then α and ce: set some of beta, gamma, delta "
             "and some of alpha, ce above 0"

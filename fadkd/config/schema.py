@@ -61,7 +61,7 @@ class Config:
         t = self.task
         unlabelled = [f"{k}={v}" for k, v in (("task.augment", t.augment), ("task.unlabelled_rows", t.unlabelled_rows),
                       ("task.unlabelled_file", t.unlabelled_file)) if v]  # fmt: skip
-        if unlabelled and not (self.loss.alpha > 0 or self.loss.needs_features):
+        if unlabelled and not (self.loss.alpha > 0 or self.loss.layerwise):
             raise ConfigError(
                 f"{unlabelled[0]} adds rows without hard labels, which only a teacher term can "
                 "learn from; set loss.alpha (or beta, gamma, delta) above 0, or leave them out"

@@ -15,6 +15,7 @@ attention implementation, tokenizers) raise FadkdError; shape mismatches are bug
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
@@ -22,6 +23,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
+from fadkd.config.loss import check_weights
 from fadkd.errors import FadkdError
 from fadkd.losses.kd import TermChoice, kd_label
 from fadkd.losses.kd import forward_kl as kd_kl  # noqa: F401  (Hinton KD, the default α term; re-exported)
@@ -45,18 +47,12 @@ class LossWeights:
     ce: float = 1.0  # task loss on labels
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            v = float(getattr(self, f.name))
-            if not 0 <= v < float("inf"):
-                raise FadkdError(f"loss.{f.name} must be a finite number >= 0, got {v}")
-            # Stored as float so ints from a config print as 1.0 in the formula.
-            object.__setattr__(self, f.name, v)
-        if self.temperature <= 0:
-            raise FadkdError(f"loss.temperature must be > 0, got {self.temperature} (2.0 is a common choice)")
-        if not any((self.alpha, self.beta, self.gamma, self.delta, self.ce)):
-            raise FadkdError(
-                "all loss weights are 0, so nothing would be trained; set alpha, beta, gamma, delta or ce > 0"
-            )
+        for f in fields(self):  # stored as float so ints from a config print as 1.0 in the formula
+            value = float(getattr(self, f.name))
+            if not math.isfinite(value):  # the config's ranges catch these before a run; code may not
+                raise FadkdError(f"loss.{f.name}={value} is not a finite number")
+            object.__setattr__(self, f.name, value)
+        check_weights({f.name: getattr(self, f.name) for f in fields(self)})  # the config's own check
 
     @property
     def layerwise(self) -> bool:

@@ -46,7 +46,7 @@ def prediction_scale(schedule: str, step: int, stage1_steps: int) -> float:
 
 def uses_teacher(cfg: Config) -> bool:
     """Whether any term reads the teacher (known before any model is loaded)."""
-    return cfg.loss.alpha > 0 or cfg.loss.needs_features
+    return cfg.loss.alpha > 0 or cfg.loss.layerwise
 
 
 def records_attention(cfg: Config) -> bool:

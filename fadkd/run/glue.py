@@ -32,7 +32,7 @@ def prepare_glue(cfg: Config, attn: str | None, device, use_teacher: bool, out_d
     if use_teacher:
         teacher_tok = load_tokenizer(cfg.teacher, "teacher")
         teacher_shape = model_shape(cfg.teacher, "teacher")
-    collator = Collator(task, student_tok, teacher_tok, cfg.task.max_length, cfg.loss.needs_features)
+    collator = Collator(task, student_tok, teacher_tok, cfg.task.max_length, cfg.loss.layerwise)
 
     def dev_metrics(model, tok) -> dict[str, float]:
         return evaluate(model, dev_rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)

@@ -149,7 +149,7 @@ def check_vocabularies(cfg: Config, student_tok, teacher_tok, student, teacher) 
     """
     kd_on = cfg.loss.alpha > 0
     if not same_vocabulary(student_tok, teacher_tok):
-        if cfg.loss.needs_features or (kd_on and cfg.loss.kd != "uld"):
+        if cfg.loss.layerwise or (kd_on and cfg.loss.kd != "uld"):
             raise ModelError(
                 f"the teacher's tokenizer {_tokenizer_name(teacher_tok)} and the student's "
                 f"{_tokenizer_name(student_tok)} differ; token-level terms need one vocabulary and the same positions, "
