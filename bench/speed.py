@@ -58,16 +58,17 @@ def floor(fused: bool = False) -> dict:
 
 
 def _fadkd_parts(cached: bool, fused: bool = True):
-    """fadkd's own step (fadkd.step.train_step) with the full objective on the protocol's pairs."""
+    """fadkd's own step (fadkd.run.step.train_step) with the full objective on the protocol's pairs."""
     from transformers import get_constant_schedule
 
-    from fadkd import attention
-    from fadkd.cache import TeacherCache
-    from fadkd.capture import layers_to_capture, run_model
-    from fadkd.data import Batch
-    from fadkd.losses import DistillLoss, LossWeights
-    from fadkd.mapping import LayerPair
-    from fadkd.step import StepParts, build_optimizer
+    from fadkd.data.batches import Batch
+    from fadkd.losses.distill import DistillLoss, LossWeights
+    from fadkd.losses.mapping import LayerPair
+    from fadkd.models import attention
+    from fadkd.models.capture import layers_to_capture
+    from fadkd.run.step import StepParts, build_optimizer
+    from fadkd.teacher.base import CachedTeacher, LiveTeacher
+    from fadkd.teacher.cache import TeacherCache
 
     b = common.batch()
     batch = Batch(student=b["student"], teacher=b["teacher"], labels=b["labels"], indices=torch.arange(common.BATCH))
@@ -77,32 +78,23 @@ def _fadkd_parts(cached: bool, fused: bool = True):
     if cached and not (folder / "meta.json").exists():
         raise SystemExit(f"no cache at {folder}: run `python bench/speed.py --build-cache` first")
     if cached:  # the teacher is never loaded: a cached run reads its outputs
-        teacher = TeacherCache(folder)
         _, student = common.models(student_attn=attention.NAME, teacher=False)
+        teacher = CachedTeacher(TeacherCache(folder), None, torch.device("cpu"))
     else:
         model, student = common.models(student_attn=attention.NAME)
-        teacher = None
-
-    class Live:  # what fadkd.teacher.Teacher does without a cache
-        def outputs(self, batch):
-            with torch.no_grad():
-                return run_model(model, batch.teacher, t_layers)
-
-    class Cached:
-        def outputs(self, batch):
-            return teacher.outputs(batch.indices, batch.student["attention_mask"], torch.device("cpu"))
+        teacher = LiveTeacher(model, t_layers, None)  # what a run without the cache uses
 
     weights = LossWeights(alpha=1.0, temperature=2.0, beta=1.0, gamma=1.0, delta=1.0, ce=1.0)
     loss_fn = DistillLoss(weights, pairs, {s: 384 for s, _ in common.PAIRS}, {t: 768 for _, t in common.PAIRS}, False)
     named = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     optimizer = build_optimizer([{"params": [p for _, p in named]}], common.LR, 0.01, fused, torch.device("cpu"))
-    parts = StepParts(student, Cached() if cached else Live(), loss_fn, optimizer, get_constant_schedule(optimizer),
+    parts = StepParts(student, teacher, loss_fn, optimizer, get_constant_schedule(optimizer),
                       named, s_layers, grad_clip=0.0)  # fmt: skip
     return parts, batch
 
 
 def fadkd(cached: bool, fused: bool = True) -> dict:
-    from fadkd.step import train_step
+    from fadkd.run.step import train_step
 
     parts, batch = _fadkd_parts(cached, fused)
     device = torch.device("cpu")
@@ -111,10 +103,10 @@ def fadkd(cached: bool, fused: bool = True) -> dict:
 
 def build_protocol_cache() -> None:
     """The teacher's outputs for the protocol batch, written by fadkd's cache builder."""
-    from fadkd.cache import build_cache
-    from fadkd.capture import Layers
-    from fadkd.config import CacheConfig
-    from fadkd.data import Batch
+    from fadkd.config.schema import CacheConfig
+    from fadkd.data.batches import Batch
+    from fadkd.models.capture import Layers
+    from fadkd.teacher.cache import build_cache
 
     b = common.batch()
     teacher, _ = common.models()

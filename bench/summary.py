@@ -12,7 +12,7 @@ NOISY = 10.0  # % of the CPU taken by other processes above which a round is lef
 LEGEND = {
     "floor": "the protocol's FLOOR: hand-written loop, hard CE + τ²·KL on logits, torch's default AdamW",
     "floor_fused": "FLOOR with AdamW(fused=True): what the feature terms alone cost is fadkd_full / floor_fused",
-    "fadkd_full": "fadkd's step as it trains (fadkd.step.train_step, AdamW fused as train.fused_adamw=true): "
+    "fadkd_full": "fadkd's step as it trains (fadkd.run.step.train_step, AdamW fused as train.fused_adamw=true): "
     "α KD + β cos + γ MSE (Linear 384→768 per pair) + δ attention MSE per head + ce, pairs 2→1 … 12→6",
     "fadkd_full_protocol_adamw": "the same step with the protocol's (torch's default) AdamW, like FLOOR and the peers",
     "fadkd_cached": "fadkd_full reading the teacher's outputs from fadkd's cache (no teacher forward)",

@@ -4,6 +4,11 @@ train     Hydra main over conf/config.yaml (overrides, -m multirun, --help, --cf
 finetune  the same loop with hard labels only, over conf/finetune.yaml: model=<teacher preset>
 eval   re-evaluate a run's saved student:  fadkd eval run_dir=<run folder> [task.data_dir=...]
 table  results table over run folders:     fadkd table <multirun dir | run dirs...> [--out DIR]
+plot, report: figures and report.md of a run
+
+Each verb imports its own modules when it runs (the one place fadkd imports inside functions): the
+training stack loads torch and transformers, seconds that `fadkd --help`, a mistyped argument or
+`fadkd table` must not wait for. Everything below the verbs imports at the top of its module.
 """
 
 import argparse
@@ -13,9 +18,14 @@ import signal
 import sys
 from pathlib import Path
 
+from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
+from safetensors import SafetensorError
 
 from fadkd.errors import FadkdError
+from fadkd.help import EVAL_HELP, config_help
+from fadkd.preflight import check_keys, check_model_files, check_run_dir, explain, hydra_record
 
 CONF_DIR = os.environ.get("FADKD_CONF_DIR", str(Path(__file__).resolve().parents[1] / "conf"))
 VERBS = {
@@ -37,16 +47,12 @@ def _usage() -> str:
 
 
 def _fail(err: FadkdError) -> None:
-    from rich.markup import escape
-
     console.print(f"[bold red]error:[/] {escape(str(err))}", highlight=False)  # [qq,kk] stays text
     sys.exit(2)
 
 
 def _plain(err: Exception) -> FadkdError:
     """An OSError or a model file's read error as one FadkdError line (fadkd/preflight.py)."""
-    from fadkd.preflight import explain
-
     if isinstance(err, FadkdError):
         return err
     if isinstance(err, OSError) and err.filename is not None:
@@ -54,21 +60,20 @@ def _plain(err: Exception) -> FadkdError:
     return FadkdError(f"{type(err).__name__}: {str(err).splitlines()[0] if str(err) else ''}")
 
 
-# What the Hydra job turns into one line: user errors, OS errors, unreadable model files.
-def _user_errors() -> tuple[type[BaseException], ...]:
-    from safetensors import SafetensorError
-
-    return (FadkdError, OSError, SafetensorError)
+USER_ERRORS = (FadkdError, OSError, SafetensorError)  # one line each: user errors, OS errors, bad model files
 
 
 def train_main(config_name: str = "config") -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
-    from fadkd.config import register_configs, to_config
-    from fadkd.preflight import check_model_files, register_dirname_resolver
-    from fadkd.run_dir import RunDirError
-    from fadkd.search import record_failure, register_resolvers, threads_per_job
+    from fadkd.config.schema import register_configs, to_config
+    from fadkd.config.sweeps import record_failure, register_resolvers, threads_per_job
+    from fadkd.preflight import register_dirname_resolver
+    from fadkd.report.runs import overrides_of
+    from fadkd.report.summary import resume_command
+    from fadkd.run.folder import RunDirError
+    from fadkd.run.train import train
 
     register_configs()
     register_resolvers()
@@ -76,13 +81,11 @@ def train_main(config_name: str = "config") -> None:
 
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
-        from fadkd.train import train
-
         hydra_cfg = HydraConfig.get()
         try:
             config = to_config(cfg)
             check_model_files(config)
-            if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/search.py)
+            if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/config/sweeps.py)
                 config.train.num_threads = threads_per_job(hydra_cfg)
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except BrokenPipeError:
@@ -91,14 +94,11 @@ def train_main(config_name: str = "config") -> None:
             for path, data in HYDRA_RECORD.items():
                 path.write_bytes(data)
             if err.run_dir is not None:
-                from fadkd.report import resume_command
-                from fadkd.results import overrides_of
-
                 err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
             _fail(err)
-        except _user_errors() as err:
+        except USER_ERRORS as err:
             if record_failure(hydra_cfg):
-                raise  # a failed job of a parallel launcher or an Optuna search (fadkd/search.py)
+                raise  # a failed job of a parallel launcher or an Optuna search (fadkd/config/sweeps.py)
             _fail(_plain(err))
         return metrics["student"][metrics["main_metric"]]
 
@@ -106,15 +106,13 @@ def train_main(config_name: str = "config") -> None:
 
 
 def eval_main(args: list[str]) -> None:
-    from omegaconf import OmegaConf
     from transformers.utils import logging as hf_logging
 
-    from fadkd.evaluate import evaluate
-    from fadkd.help import EVAL_HELP
-    from fadkd.models import ModelError
-    from fadkd.tasks.glue import get_task, load_split
-    from fadkd.tasks.lm import is_lm_task
-    from fadkd.train import resolve_data_dir, resolve_device
+    from fadkd.data.lm_text import is_lm_task
+    from fadkd.eval.glue import eval_glue_run
+    from fadkd.models.load import ModelError
+    from fadkd.run.distributed import resolve_device
+    from fadkd.run.lm import eval_lm_run
 
     if not args or args[0] in ("-h", "--help") or "--help" in args:
         print(EVAL_HELP)
@@ -135,23 +133,9 @@ def eval_main(args: list[str]) -> None:
             f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
         )
     cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
-    if is_lm_task(cfg.task.name):  # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/lm_run.py)
-        from fadkd.lm_run import eval_lm_run
-
-        metrics = eval_lm_run(run_dir, cfg, resolve_device(cfg.train.device))
-        _print_eval(run_dir, cfg.task.name, metrics)
-        return
-    task = get_task(cfg.task.name)
-    rows = load_split(task, "dev", resolve_data_dir(cfg.task.data_dir), cfg.task.max_eval_samples).to_list()
-
-    from transformers import AutoModelForSequenceClassification, AutoTokenizer
-
-    device = resolve_device(cfg.train.device)
-    model = AutoModelForSequenceClassification.from_pretrained(run_dir / "student").to(device)
-    tok = AutoTokenizer.from_pretrained(run_dir / "student")
-    metrics = evaluate(model, rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
-    (run_dir / "eval.json").write_text(json.dumps({"task": task.name, "split": "dev", **metrics}, indent=2) + "\n")
-    _print_eval(run_dir, task.name, metrics)
+    # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/run/lm.py); GLUE: the task's metrics (fadkd/eval/glue.py)
+    evaluate = eval_lm_run if is_lm_task(cfg.task.name) else eval_glue_run
+    _print_eval(run_dir, cfg.task.name, evaluate(run_dir, cfg, resolve_device(cfg.train.device)))
 
 
 def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
@@ -162,7 +146,7 @@ def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
 
 
 def table_main(args: list[str]) -> None:
-    from fadkd.results import write_table
+    from fadkd.report.results import write_table
 
     parser = argparse.ArgumentParser(prog="fadkd table", description=VERBS["table"])
     parser.add_argument("paths", nargs="+", type=Path, help="run folders or a multirun folder")
@@ -180,7 +164,7 @@ def table_main(args: list[str]) -> None:
 
 
 def plot_main(args: list[str]) -> None:
-    from fadkd.plots import plot_path
+    from fadkd.report.plots import plot_path
 
     parser = argparse.ArgumentParser(prog="fadkd plot", description=VERBS["plot"])
     parser.add_argument("path", type=Path, help="a run folder or a multirun folder")
@@ -189,7 +173,7 @@ def plot_main(args: list[str]) -> None:
 
 
 def report_main(args: list[str]) -> None:
-    from fadkd.report import write_report
+    from fadkd.report.summary import write_report
 
     parser = argparse.ArgumentParser(prog="fadkd report", description=VERBS["report"])
     parser.add_argument("run", type=Path, help="a finished run folder (with metrics.json)")
@@ -202,15 +186,12 @@ HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-comp
 
 def _train_verb(verb: str, rest: list[str]) -> None:
     """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
-    from fadkd.distributed import hydra_overrides_for_workers
-    from fadkd.preflight import check_keys, check_run_dir, hydra_record
+    from fadkd.run.distributed import hydra_overrides_for_workers
 
     config_name = "config" if verb == "train" else "finetune"
     if verb == "finetune":
         rest = [f"teacher@student={a[6:]}" if a.startswith("model=") else a for a in rest]
     if "--help" in rest or "-h" in rest:
-        from fadkd.help import config_help
-
         given = [a for a in rest if "=" in a and not a.startswith(("-", "hydra"))]
         print(config_help(CONF_DIR, config_name, given))
         return
@@ -261,14 +242,14 @@ def main(argv: list[str] | None = None) -> None:
     except BrokenPipeError:  # `fadkd ... | head`: the reader left; end quietly
         os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())
         sys.exit(0)
-    except KeyboardInterrupt:  # a second Ctrl-C (fadkd/guards.py), or one before the loop started
+    except KeyboardInterrupt:  # a second Ctrl-C (fadkd/run/guards.py), or one before the loop started
         console.print(
             "[yellow]interrupted:[/] stopped at once, without writing a checkpoint; a run folder keeps its "
             "last checkpoint (resume it with train.resume=true)",
             highlight=False,
         )
         sys.exit(130)
-    except _user_errors() as err:
+    except USER_ERRORS as err:
         _fail(_plain(err))
 
 

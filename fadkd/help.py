@@ -1,7 +1,7 @@
 """`fadkd train --help`, `fadkd finetune --help` and `fadkd eval --help`: the groups and keys that matter.
 
 The defaults are the composed config's (conf/ with the overrides given so far), the one-line
-descriptions are the schema's own field comments (fadkd/config.py), so neither can drift.
+descriptions are the schema's own field comments (fadkd/config/schema.py), so neither can drift.
 """
 
 import dataclasses
@@ -9,7 +9,14 @@ import inspect
 import re
 from pathlib import Path
 
-GROUPS = ("teacher", "student", "task", "mapping", "loss", "train", "experiment")
+from hydra import compose, initialize_config_dir
+from hydra.core.global_hydra import GlobalHydra
+from omegaconf import OmegaConf
+
+from fadkd.config.ranges import RANGES
+from fadkd.config.schema import Config, register_configs
+
+GROUPS = ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search")
 HEADS = {
     "config": "usage: fadkd train [group=option ...] [key=value ...] [-m: one run per combination of a,b values]\n"
     "Distil a teacher into a student. Pick a file of each group, then change any key.",
@@ -53,13 +60,6 @@ def _options(conf_dir: Path, group: str) -> str:
 
 
 def config_help(conf_dir: str, config_name: str, overrides: list[str]) -> str:
-    from hydra import compose, initialize_config_dir
-    from hydra.core.global_hydra import GlobalHydra
-    from omegaconf import OmegaConf
-
-    from fadkd.config import Config, register_configs
-    from fadkd.config_ranges import RANGES
-
     register_configs()
     GlobalHydra.instance().clear()
     with initialize_config_dir(config_dir=conf_dir, version_base="1.3"):
@@ -68,10 +68,12 @@ def config_help(conf_dir: str, config_name: str, overrides: list[str]) -> str:
     lines = [HEADS[config_name], "", "config groups (group=option; the current choice first):"]
     for group in GROUPS:
         key = "teacher@student" if config_name == "finetune" and group == "student" else group
+        if key not in choices:  # not in this config's defaults list (finetune has no hparams_search)
+            continue
         label = "model" if key == "teacher@student" else group
         options = _options(Path(conf_dir), "teacher" if label == "model" else group)
         chosen = choices.get(key) or "null"
-        lines.append(f"  {label + ':':<12} {chosen:<16} options: {options}")
+        lines.append(f"  {label + ':':<16} {chosen:<16} options: {options}")
     lines += ["", "keys (section.key=value; the composed default, then what it means):"]
     for f in dataclasses.fields(Config):
         kind = "model" if f.name in ("teacher", "student") else f.name

@@ -1,7 +1,9 @@
 """Checks on the command line before Hydra composes anything, and errors turned into one line.
 
 - `check_keys`: every `section.key=` override names a schema field (`+loss.alpah=1`, which
-  Hydra accepts and the schema then drops, is refused too), with a "did you mean" for typos.
+  Hydra accepts and the schema then drops, is refused too), with a "did you mean" for typos,
+  and a field with a fixed set of words (fadkd/config/choices.py) gets one of them: the message
+  is fadkd's (`choose`), not OmegaConf's.
 - `check_run_dir`: hydra.run.dir / hydra.sweep.dir is a folder fadkd can create and write,
   with names the file system accepts; the default folder under outputs/ too.
 - `run_dirname`: the resolver behind conf/hydra/default.yaml's run folder names: overrides
@@ -18,6 +20,12 @@ import os
 import tempfile
 from pathlib import Path
 
+from omegaconf import OmegaConf
+from safetensors import safe_open
+
+from fadkd.config.checks import choose
+from fadkd.config.choices import Choice
+from fadkd.config.schema import Config
 from fadkd.errors import FadkdError
 
 NAME_MAX = 255  # bytes per path component on Linux / macOS file systems
@@ -25,9 +33,16 @@ DIRNAME_MAX = 120  # the override part of a run folder's name, in bytes
 
 
 def _schema_sections() -> dict[str, type]:
-    from fadkd.config import Config
-
     return {f.name: f.type for f in dataclasses.fields(Config)}
+
+
+def _check_choice(key: str, value: str, kind: type[Choice]) -> None:
+    """The word given to an Enum field (each word of a sweep's a,b,c); Hydra's functions and interpolations
+    (choice(...), ${...}) are left to OmegaConf, which refuses a wrong word too, in its own words."""
+    if any(c in value for c in "$([{"):
+        return
+    for word in value.split(","):
+        choose(kind, key, word.strip().strip("'\""))
 
 
 def _overrides(args: list[str]) -> list[tuple[str, str]]:
@@ -42,9 +57,10 @@ def _overrides(args: list[str]) -> list[tuple[str, str]]:
 
 
 def check_keys(args: list[str]) -> None:
-    """Refuse an override of a key the schema does not have, suggesting the closest ones."""
+    """Refuse an override of a key the schema does not have (suggesting the closest ones), or of a choice
+    field with a word it does not take."""
     sections = _schema_sections()
-    for key, _ in _overrides(args):
+    for key, value in _overrides(args):
         if "." not in key or "@" in key or "/" in key or key.startswith("hydra."):
             continue
         section, field = key.split(".")[:2]
@@ -55,7 +71,8 @@ def check_keys(args: list[str]) -> None:
                 f"{key}: '{section}' is not a config section; {hint}the sections are {', '.join(sections)} "
                 "(`fadkd train --help` lists their keys)"
             )
-        names = [f.name for f in dataclasses.fields(sections[section])]
+        types = {f.name: f.type for f in dataclasses.fields(sections[section])}
+        names = list(types)
         if field not in names:
             close = difflib.get_close_matches(field, names, n=2)
             hint = f"did you mean {' or '.join(f'{section}.{c}' for c in close)}? " if close else ""
@@ -63,6 +80,9 @@ def check_keys(args: list[str]) -> None:
                 f"{key}: Key '{field}' not in '{sections[section].__name__}'; {hint}the keys of {section}: "
                 f"{', '.join(names)}"
             )
+        kind = types[field]
+        if key.count(".") == 1 and isinstance(kind, type) and issubclass(kind, Choice):
+            _check_choice(key, value, kind)
 
 
 def _writable_folder(key: str, path: Path) -> None:
@@ -105,7 +125,7 @@ def check_run_dir(args: list[str]) -> None:
 
 def hydra_record(args: list[str]) -> dict[Path, bytes]:
     """The .hydra/ files of an existing run in hydra.run.dir: Hydra rewrites them before fadkd can refuse
-    the folder (fadkd/run_dir.py), so the CLI puts them back when it does."""
+    the folder (fadkd/run/folder.py), so the CLI puts them back when it does."""
     given = dict(_overrides(args))
     if "hydra.run.dir" not in given:
         return {}
@@ -139,16 +159,12 @@ def run_dirname(override_dirname: str) -> str:
 
 
 def register_dirname_resolver() -> None:
-    from omegaconf import OmegaConf
-
     if not OmegaConf.has_resolver("fadkd_dirname"):
         OmegaConf.register_new_resolver("fadkd_dirname", run_dirname)
 
 
 def check_model_files(cfg) -> None:
     """Each local model folder's *.safetensors opens (a truncated download fails here, not mid-load)."""
-    from safetensors import safe_open
-
     for role in ("teacher", "student"):
         path = getattr(cfg, role).path
         folder = Path(path).expanduser() if path else None

@@ -13,7 +13,7 @@ max length. Every run is an ordinary fadkd run folder, <out>/<task>/teacher and
   (train.resume=true; train.overwrite=true when it has none), unless a live process is running
   that folder: then the suite stops;
 - the KD rows of a task share one teacher cache folder, cache.dir=<out>/<task>/teacher_cache. The
-  cache key (fadkd/teacher.py) holds no loss weight and no seed, so every seed of a row reads one
+  cache key (fadkd/teacher/live.py) holds no loss weight and no seed, so every seed of a row reads one
   cache; features_only and full (same mapping) share one entry that stores every mapped layer.
   kd_only gets its own small, logits-only entry: without feature terms the teacher reads its own
   tokenization of the text (`teacher_input` native), with them the student's ids translated
@@ -32,7 +32,7 @@ fine-tuned by hand, gets the current ones). A line already in the file with the 
 seed, metrics, command and commit is not appended again, so reruns add nothing.
 The markdown table (--md, default bench/results/quality_<tasks>.md) shows each row's dev metrics
 as mean ± sample std over seeds (x100), the number of seeds, parameters, and the dev-set inference
-time of the row's model (fadkd/report.py's measurement: forward passes over the run's eval
+time of the row's model (fadkd/report/summary.py's measurement: forward passes over the run's eval
 batches, best of several passes, tokenization excluded; measured once per row and machine and
 kept in the first seed's suite.json).
 """
@@ -116,7 +116,7 @@ def uses_cache(experiment: str, extra: list[str]) -> bool:
     Composing the row's config here also catches a broken experiment config before any training."""
     from hydra import compose, initialize_config_dir
 
-    from fadkd.config import register_configs
+    from fadkd.config.schema import register_configs
 
     register_configs()
     try:
@@ -259,8 +259,8 @@ def dev_seconds(run: Path, here: str) -> float | None:
         return None
     from transformers import AutoModelForSequenceClassification, AutoTokenizer
 
-    from fadkd.report import dev_batches, measure_speed
-    from fadkd.train import resolve_device
+    from fadkd.report.summary import dev_batches, measure_speed
+    from fadkd.run.distributed import resolve_device
 
     cfg = OmegaConf.to_container(OmegaConf.load(run / "config.yaml"))
     model = AutoModelForSequenceClassification.from_pretrained(run / "student")

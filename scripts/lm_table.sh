@@ -8,7 +8,7 @@
 # trained with lm_only (LM loss alone), kd_only (token KL + LM loss), features_only (cos + MSE + attention +
 # LM loss), full (all four + LM loss) and minitron (experiment=lm_minitron: KL + cosine on the embeddings
 # and three late layers, no LM loss), the same steps and data; kd_only and full once per seed in $SEEDS.
-# Rows with teacher terms read it from the top-k teacher cache (fadkd/lm_cache.py, docs/causal-lm.md):
+# Rows with teacher terms read it from the top-k teacher cache (fadkd/teacher/lm_cache.py, docs/causal-lm.md):
 # the teacher runs once per cache key (kd_only's seeds share one; features_only and full share one with
 # the mapped layers' states and maps; minitron has its own), not at every step.
 #

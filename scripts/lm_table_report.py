@@ -27,8 +27,8 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 
-from fadkd.paper_table import _cell
-from fadkd.results import overrides_of
+from fadkd.report.paper_table import _cell
+from fadkd.report.runs import overrides_of
 
 JSONL_METRICS = ("perplexity", "bleu", "rouge_l", "cer", "bleu_vs_teacher", "rouge_l_vs_teacher", "cer_vs_teacher")
 COLUMNS = {  # header -> (key, format)

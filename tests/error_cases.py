@@ -43,7 +43,7 @@ def _live_run(tmp: Path) -> str:
     """Another process holding the run folder's lock, as a run still training does."""
     folder = tmp / "live"
     folder.mkdir()
-    code = f"from pathlib import Path; from fadkd.run_dir import lock_run_dir; lock_run_dir(Path({str(folder)!r}));"
+    code = f"from pathlib import Path; from fadkd.run.folder import lock_run_dir; lock_run_dir(Path({str(folder)!r}));"
     code += " print('locked', flush=True); import time; time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     LIVE.append(proc)
@@ -54,7 +54,7 @@ def _live_run(tmp: Path) -> str:
 def _truncated_model(tmp: Path) -> list[str]:
     from transformers import BertConfig, BertForSequenceClassification
 
-    from fadkd.models import TINY_TOKENIZER
+    from fadkd.models.load import TINY_TOKENIZER
 
     config = BertConfig(vocab_size=4000, hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
                         intermediate_size=64)  # fmt: skip
@@ -80,7 +80,7 @@ def _raising(exc: BaseException, args: list[str]) -> None:
         raise exc
 
     with pytest.MonkeyPatch.context() as patch:
-        patch.setattr("fadkd.train.train", fail)
+        patch.setattr("fadkd.run.train.train", fail)
         main(args)
 
 

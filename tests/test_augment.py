@@ -1,4 +1,4 @@
-"""task.augment: teacher-labelled perturbed copies of the training rows (fadkd/augment.py)."""
+"""task.augment: teacher-labelled perturbed copies of the training rows (fadkd/data/augment.py)."""
 
 import math
 import random
@@ -7,11 +7,11 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fadkd.augment import UNLABELLED, augment_rows, perturb
-from fadkd.config import Config, LossConfig, TaskConfig, TrainConfig
-from fadkd.config_checks import ConfigError
-from fadkd.losses import task_loss
-from fadkd.train import train
+from fadkd.config.checks import ConfigError
+from fadkd.config.schema import Config, LossConfig, TaskConfig, TrainConfig
+from fadkd.data.augment import UNLABELLED, augment_rows, perturb
+from fadkd.losses.terms import task_loss
+from fadkd.run.train import train
 
 ROWS = [
     {"sentence1": "the cat sat on the mat today", "sentence2": "a cat was sitting on a mat", "label": 1},

@@ -4,9 +4,9 @@ import json
 
 import pytest
 
-from fadkd.cache import CacheError
-from fadkd.config import CacheConfig, Config, LossConfig, TaskConfig, TrainConfig
-from fadkd.train import train
+from fadkd.config.schema import CacheConfig, Config, LossConfig, TaskConfig, TrainConfig
+from fadkd.run.train import train
+from fadkd.teacher.cache import CacheError
 
 
 def _cfg(tmp_path, enabled=True, **cache) -> Config:

@@ -25,7 +25,7 @@ def test_help_lists_verbs():
 
 def test_train_help_shows_config_groups():
     out = run_cli("train", "--help").stdout
-    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment"):
+    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search"):
         assert f"{group}:" in out
 
 
@@ -62,8 +62,8 @@ def test_saved_student_reloads_and_reproduces_dev_metric(run_dir):
 
 
 def test_train_is_callable_without_hydra(tmp_path):
-    from fadkd.config import Config, TaskConfig, TrainConfig
-    from fadkd.train import train
+    from fadkd.config.schema import Config, TaskConfig, TrainConfig
+    from fadkd.run.train import train
 
     cfg = Config(
         task=TaskConfig(data_dir="sample", max_train_samples=16, max_eval_samples=8),

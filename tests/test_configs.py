@@ -8,7 +8,7 @@ from hydra.core.global_hydra import GlobalHydra
 from omegaconf import OmegaConf
 
 from fadkd.cli import CONF_DIR
-from fadkd.config import Config, ConfigError, LossConfig, register_configs, to_config
+from fadkd.config.schema import Config, ConfigError, LossConfig, TrainConfig, register_configs, to_config
 
 # Groups whose options need a value the user must give (a path); supplied here.
 NEEDS = {
@@ -32,7 +32,7 @@ def _compose(overrides: list[str]) -> Config:
 
 def _options() -> list[str]:
     out = []
-    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment"):
+    for group in ("teacher", "student", "task", "mapping", "loss", "train", "experiment", "hparams_search"):
         for path in sorted((Path(CONF_DIR) / group).glob("*.yaml")):
             out.append(f"{group}={path.stem}")
     return out
@@ -65,7 +65,6 @@ def test_experiment_pins_the_ablation_row():
     [
         ("loss.beta=-1", "negative"),
         ("loss.temperature=0", "must be > 0"),
-        ("mapping.strategy=diagonal", "unknown"),
         ("train.lr=0", "train.lr"),
         ("train.batch_size=0", "positive"),
     ],
@@ -73,6 +72,23 @@ def test_experiment_pins_the_ablation_row():
 def test_bad_values_fail_with_a_message(override: str, message: str):
     with pytest.raises(ConfigError, match=message):
         _compose([override])
+
+
+def test_a_word_outside_a_choice_fails_with_the_allowed_words():
+    """OmegaConf refuses it while composing; fadkd's own message comes from preflight, before Hydra."""
+    from hydra.errors import ConfigCompositionException
+
+    from fadkd.preflight import check_keys
+
+    with pytest.raises(ConfigCompositionException, match="diagonal"):
+        _compose(["mapping.strategy=diagonal"])
+    with pytest.raises(ConfigError, match="mapping.strategy='diagonal' is unknown; choose one of uniform, last"):
+        check_keys(["mapping.strategy=diagonal"])
+    with pytest.raises(ConfigError, match="loss.kd='kl' is unknown"):
+        check_keys(["-m", "loss.kd=jsd,kl"])  # each word of a sweep
+    check_keys(["loss.kd=jsd", "loss.kd='uld'", "loss.kd=choice(jsd,uld)", "train.logger=${oc.env:LOGGER}"])
+    with pytest.raises(ConfigError, match="train.precision='fp8' is unknown; choose fp32 or bf16"):
+        TrainConfig(precision="fp8")  # objects built in code: the same message
 
 
 def test_all_weights_zero_is_refused():
@@ -117,7 +133,9 @@ def _expected(name: str, group: str = "experiment") -> dict:
     prefix = "loss." if group == "loss" else ""
     own = {prefix + k: v for k, v in _leaves(written) if not k.startswith(("hydra.", "defaults"))}
     expected = {}
-    for entry in written.get("defaults", []) if group == "experiment" else []:
+    for entry in written.get("defaults", []):
+        if group == "loss" and isinstance(entry, str) and entry != "_self_":  # a preset built on another
+            expected |= _expected(entry, "loss")
         for key, option in entry.items() if isinstance(entry, dict) else []:
             if key in ("override /loss", "override /experiment", "/experiment"):
                 expected |= _expected(option, key.split("/")[-1])

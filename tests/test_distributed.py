@@ -10,9 +10,9 @@ import torch
 from conftest import ROOT
 from safetensors.torch import load_file
 
-from fadkd.data import EpochSampler
-from fadkd.distributed import Dist, local_batch_size
+from fadkd.data.batches import EpochSampler
 from fadkd.errors import FadkdError
+from fadkd.run.distributed import Dist, local_batch_size
 
 # 24 rows of at least 10 tokens each, cut to 10: every row and every rank holds the same number of
 # real tokens, so the token-averaged terms (cos, mse, attn) of 2 ranks average to the 1-process value.

@@ -14,9 +14,9 @@ from conftest import FIXTURES, ROOT
 from error_cases import MORE_CASES, end_live, prepare
 from transformers import BertConfig, BertForSequenceClassification
 
-from fadkd.capture import Layers, run_model
 from fadkd.cli import main
-from fadkd.models import TINY_TOKENIZER
+from fadkd.models.capture import Layers, run_model
+from fadkd.models.load import TINY_TOKENIZER
 
 FAST = ["task.max_train_samples=16", "task.max_eval_samples=8", "train.max_steps=1", "train.batch_size=8"]
 
@@ -81,9 +81,9 @@ def _short_vocab_teacher(tmp: Path) -> Path:
     """A tiny Llama folder with the tiny tokenizer but an output layer 3 entries short of it."""
     from transformers import LlamaConfig, LlamaForCausalLM
 
-    from fadkd.config import ModelConfig
-    from fadkd.lm_models import prepare_tokenizer
-    from fadkd.models import load_tokenizer
+    from fadkd.config.schema import ModelConfig
+    from fadkd.models.lm import prepare_tokenizer
+    from fadkd.models.load import load_tokenizer
 
     tok = prepare_tokenizer(load_tokenizer(ModelConfig(), "teacher"), "teacher")
     LlamaForCausalLM(LlamaConfig(vocab_size=len(tok) - 3, hidden_size=16, num_hidden_layers=1, num_attention_heads=2,

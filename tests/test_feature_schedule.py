@@ -4,8 +4,8 @@ import json
 
 import pytest
 
-from fadkd.config import Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
-from fadkd.train import train
+from fadkd.config.schema import Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
+from fadkd.run.train import train
 
 
 @pytest.mark.parametrize("schedule, scales", [("linear", [1.0, 0.5, 0.0, 0.0]), ("constant", None)])

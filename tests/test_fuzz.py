@@ -11,11 +11,12 @@ from hydra.core.global_hydra import GlobalHydra
 from hydra.errors import HydraException
 
 from fadkd.cli import CONF_DIR
-from fadkd.config import register_configs, to_config
-from fadkd.config_ranges import RANGES
+from fadkd.config.ranges import RANGES
+from fadkd.config.schema import register_configs, to_config
+from fadkd.data.glue import load_split
+from fadkd.data.glue_tasks import get_task
 from fadkd.errors import FadkdError
-from fadkd.mapping import build_mapping
-from fadkd.tasks.glue import get_task, load_split
+from fadkd.losses.mapping import build_mapping
 
 TASKS = {"sst2": "SST-2", "cola": "CoLA", "mrpc": "MRPC", "stsb": "STS-B", "rte": "RTE"}
 JUNK = ["", "\t", "\t\t", '"', "nan", "-1", "7", "1.5", "é", "\x00", "x" * 500, "\r", "entailment", "5.01"]
@@ -93,7 +94,7 @@ def test_malformed_config_fails_with_a_message(seed):
     try:
         with initialize_config_dir(config_dir=CONF_DIR, version_base="1.3"):
             cfg = to_config(compose(config_name="config", overrides=overrides))
-        if cfg.loss.needs_features:
+        if cfg.loss.layerwise:
             m = cfg.mapping
             build_mapping(m.strategy, cfg.student.num_layers, cfg.teacher.num_layers, m.pairs, m.layer_weights)
         get_task(cfg.task.name)
@@ -105,8 +106,8 @@ def _numeric_keys() -> list[tuple[str, str, bool]]:
     """(override key, RANGES key, is an int) for every int / float field of the schema."""
     import dataclasses
 
-    from fadkd.config import Config
-    from fadkd.config_ranges import numeric_fields
+    from fadkd.config.ranges import numeric_fields
+    from fadkd.config.schema import Config
 
     out = []
     for f in dataclasses.fields(Config):
@@ -116,10 +117,10 @@ def _numeric_keys() -> list[tuple[str, str, bool]]:
 
 
 def test_every_numeric_field_has_a_range():
-    from fadkd.config_ranges import RANGES
+    from fadkd.config.ranges import RANGES
 
     missing = [key for key, rule, _ in _numeric_keys() if rule not in RANGES]
-    assert not missing, f"add these to fadkd/config_ranges.py RANGES: {missing}"
+    assert not missing, f"add these to fadkd/config/ranges.py RANGES: {missing}"
     assert len(_numeric_keys()) >= 50
 
 

@@ -129,7 +129,7 @@ def test_suite_end_to_end_on_tiny_models(tmp_path):
 
 def test_resume_command_of_a_finetune_run_uses_finetune(tmp_path):
     """A teacher fine-tuned by the suite prints a resume command that works (report.next_commands)."""
-    from fadkd.report import next_commands
+    from fadkd.report.summary import next_commands
 
     resume = next_commands(tmp_path, ["teacher@student=mpnet-base", "task=mrpc", f"hydra.run.dir={tmp_path}"])[1]
     assert resume == f"fadkd finetune model=mpnet-base task=mrpc train.resume=true hydra.run.dir={tmp_path}"

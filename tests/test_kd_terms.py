@@ -1,4 +1,4 @@
-"""The α-term choices (fadkd/kd_terms.py): properties, hand-computed values, masks, ULD."""
+"""The α-term choices (fadkd/losses/kd.py): properties, hand-computed values, masks, ULD."""
 
 import math
 
@@ -6,8 +6,8 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fadkd.capture import Outputs
-from fadkd.kd_terms import (
+from fadkd.losses.distill import DistillLoss, LossWeights, kd_kl
+from fadkd.losses.kd import (
     KL_FAMILY,
     TermChoice,
     forward_kl,
@@ -18,7 +18,7 @@ from fadkd.kd_terms import (
     symmetric_kl,
     uld,
 )
-from fadkd.losses import DistillLoss, LossWeights, kd_kl
+from fadkd.models.capture import Outputs
 
 MASK = torch.tensor([[1, 1, 1, 1, 1], [1, 1, 1, 0, 0]])
 B, L, V = 2, 5, 11

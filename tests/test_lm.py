@@ -8,14 +8,14 @@ import torch
 import torch.nn.functional as F
 from transformers import AutoModelForCausalLM
 
-from fadkd.capture import Layers, run_model
-from fadkd.config import Config, ConfigError, ModelConfig, TaskConfig
-from fadkd.evaluate_lm import LmEvaluator, greedy, perplexity, text_metrics
-from fadkd.lm_models import from_teacher, layers_to_keep, prepare_tokenizer, tiny_llama
-from fadkd.losses import DistillLoss, LossWeights
-from fadkd.mapping import build_mapping
-from fadkd.models import TINY_TOKENIZER, ModelError, load_tokenizer
-from fadkd.tasks.lm import LmCollator, generation_prompts, get_lm_task, load_texts, pack_blocks
+from fadkd.config.schema import Config, ConfigError, ModelConfig, TaskConfig
+from fadkd.data.lm_text import LmCollator, generation_prompts, get_lm_task, load_texts, pack_blocks
+from fadkd.eval.lm import LmEvaluator, greedy, perplexity, text_metrics
+from fadkd.losses.distill import DistillLoss, LossWeights
+from fadkd.losses.mapping import build_mapping
+from fadkd.models.capture import Layers, run_model
+from fadkd.models.lm import from_teacher, layers_to_keep, prepare_tokenizer, tiny_llama
+from fadkd.models.load import TINY_TOKENIZER, ModelError, load_tokenizer
 
 TEACHER = ModelConfig("t", arch="llama", num_layers=4, hidden_size=64, num_heads=4, num_kv_heads=2,
                       intermediate_size=128, init_seed=1)  # fmt: skip
@@ -62,7 +62,7 @@ def test_generation_prompts_split_each_text():
 def test_lm_sst2_reads_the_glue_sentences():
     task = get_lm_task("lm_sst2")
     cfg = TaskConfig(name="lm_sst2", data_dir="sample", max_eval_samples=5)
-    from fadkd.train import resolve_data_dir
+    from fadkd.data.glue import resolve_data_dir
 
     texts = load_texts(task, "dev", cfg, resolve_data_dir("sample"))
     assert len(texts) == 5 and texts[0] == "it 's a charming and often affecting journey ."
@@ -160,7 +160,7 @@ def test_config_checks_for_lm_fields():
         ModelConfig("s", every_k=2)
     with pytest.raises(ConfigError, match="divide"):
         ModelConfig("s", arch="llama", num_heads=4, num_kv_heads=3)
-    Config(student=ModelConfig("s", init="from_teacher", every_k=2))  # GLUE students too (fadkd/shrink.py)
+    Config(student=ModelConfig("s", init="from_teacher", every_k=2))  # GLUE students too (fadkd/models/shrink.py)
     with pytest.raises(ConfigError, match="prompt_fraction"):
         TaskConfig(name="lm_sst2", data_dir="sample", prompt_fraction=1.0)
 
@@ -223,8 +223,8 @@ def test_tiny_tokenizer_gets_eos_and_pad():
 
 
 def test_causal_lm_from_a_folder_with_attention_maps(teacher, tok, tmp_path):
-    from fadkd import attention
-    from fadkd.lm_models import load_causal_lm
+    from fadkd.models import attention
+    from fadkd.models.lm import load_causal_lm
 
     teacher.save_pretrained(tmp_path / "t")
     loaded = load_causal_lm(ModelConfig("t", path=str(tmp_path / "t")), "teacher", tok, attention.NAME).eval()

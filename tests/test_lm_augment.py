@@ -1,14 +1,14 @@
-"""task.augment_method=lm (fadkd/lm_augment.py) on a tiny Llama with a byte-level BPE tokenizer built here."""
+"""task.augment_method=lm (fadkd/data/lm_augment.py) on a tiny Llama with a byte-level BPE tokenizer built here."""
 
 import pytest
 import torch
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 from transformers import LlamaConfig, LlamaForCausalLM, PreTrainedTokenizerFast
 
-from fadkd.config import CacheConfig, Config, TaskConfig
-from fadkd.lm_augment import Proposer, lm_copies
-from fadkd.models import ModelError
-from fadkd.tasks.glue import get_task
+from fadkd.config.schema import CacheConfig, Config, TaskConfig
+from fadkd.data.glue_tasks import get_task
+from fadkd.data.lm_augment import Proposer, lm_copies
+from fadkd.models.load import ModelError
 
 TEXTS = ["the movie is good", "the film was bad", "a good and warm story", "the plot is thin and slow"] * 20
 
@@ -56,7 +56,7 @@ def test_copies_are_unlabelled_reproducible_and_written_once(tiny_lm, tmp_path, 
     assert len(copies) == 12 and all(c["label"] == -100 for c in copies)
     assert all(c["sentence"] != rows[i % 4]["sentence"] for i, c in enumerate(copies))  # copy-major order
     assert all(len(c["sentence"].split()) == len(rows[i % 4]["sentence"].split()) for i, c in enumerate(copies))
-    monkeypatch.setattr("fadkd.lm_augment.Proposer", None)  # a second call must not load the LM
+    monkeypatch.setattr("fadkd.data.lm_augment.Proposer", None)  # a second call must not load the LM
     assert lm_copies(rows, get_task("sst2"), cfg, print) == copies
     assert len(list((tmp_path / "augment").glob("*.jsonl"))) == 1
 

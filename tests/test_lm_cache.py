@@ -1,6 +1,6 @@
 """The causal-LM top-k teacher cache and the sparse α terms, on tiny Llamas built from config.
 
-Stated bound (fadkd/kd_terms.py, sparse_kd_term): the sparse term never exceeds the live one, equals
+Stated bound (fadkd/losses/kd.py, sparse_kd_term): the sparse term never exceeds the live one, equals
 it when k covers the vocabulary, and for forward KL falls short of it by exactly
 τ²·mean over positions of p_t(T)·KL(p_t(·|T) ‖ p_s(·|T)), T the tokens outside the teacher's top k.
 """
@@ -11,17 +11,18 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-import fadkd.guards
-import fadkd.lm_cache
-from fadkd.cache import CacheError
-from fadkd.capture import Layers, run_model
-from fadkd.config import CacheConfig, Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
-from fadkd.kd_terms import KL_FAMILY, TopK, kd_term, sparse_kd_term
-from fadkd.lm_cache import build_lm_cache, lm_cache_components, topk_of
-from fadkd.lm_models import prepare_tokenizer, tiny_llama
-from fadkd.models import load_tokenizer
-from fadkd.tasks.lm import LmCollator, encode, get_lm_task, load_texts, pack_blocks
-from fadkd.train import resolve_data_dir, train
+import fadkd.run.guards
+import fadkd.teacher.lm_cache
+from fadkd.config.schema import CacheConfig, Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
+from fadkd.data.glue import resolve_data_dir
+from fadkd.data.lm_text import LmCollator, encode, get_lm_task, load_texts, pack_blocks
+from fadkd.losses.kd import KL_FAMILY, TopK, kd_term, sparse_kd_term
+from fadkd.models.capture import Layers, run_model
+from fadkd.models.lm import prepare_tokenizer, tiny_llama
+from fadkd.models.load import load_tokenizer
+from fadkd.run.train import train
+from fadkd.teacher.cache import CacheError
+from fadkd.teacher.lm_cache import build_lm_cache, lm_cache_components, topk_of
 
 TEACHER = ModelConfig("tiny-llama", arch="llama", num_layers=4, hidden_size=64, num_heads=4, num_kv_heads=2,
                       intermediate_size=128, init_seed=1)  # fmt: skip
@@ -182,15 +183,15 @@ def test_training_through_a_whole_vocabulary_cache_matches_the_live_teacher(tmp_
 
 def test_a_resumed_run_reads_the_same_cache(tmp_path, monkeypatch):
     straight = train(_run_cfg(tmp_path, 16, checkpoint_every=2), tmp_path / "straight")
-    monkeypatch.setattr(fadkd.guards, "_RAISE_AT_STEP", 3)
+    monkeypatch.setattr(fadkd.run.guards, "_RAISE_AT_STEP", 3)
     with pytest.raises(RuntimeError, match="injected fault"):
         train(_run_cfg(tmp_path, 16, checkpoint_every=2), tmp_path / "broken")
-    monkeypatch.setattr(fadkd.guards, "_RAISE_AT_STEP", None)
+    monkeypatch.setattr(fadkd.run.guards, "_RAISE_AT_STEP", None)
 
     def no_rebuild(*args, **kwargs):
         raise AssertionError("the cache was built again")
 
-    monkeypatch.setattr(fadkd.lm_cache, "build_lm_cache", no_rebuild)
+    monkeypatch.setattr(fadkd.teacher.lm_cache, "build_lm_cache", no_rebuild)
     resumed = train(_run_cfg(tmp_path, 16, checkpoint_every=2, resume=True), tmp_path / "broken")
     assert len(list((tmp_path / "cache").iterdir())) == 1
     assert [r["loss"] for r in _steps(tmp_path / "broken")] == [r["loss"] for r in _steps(tmp_path / "straight")]
@@ -220,7 +221,7 @@ def test_a_cache_over_its_size_limit_is_refused_before_writing(tmp_path):
 
 def test_size_estimate_counts_each_part():
     layers = Layers(hidden=frozenset({0, 5}), attentions=frozenset({5}))
-    parts = fadkd.lm_cache.estimate_parts([128, 128, 64], 64, 49152, layers, {"width": 576, "heads": 9})
+    parts = fadkd.teacher.lm_cache.estimate_parts([128, 128, 64], 64, 49152, layers, {"width": 576, "heads": 9})
     assert parts == {
         "top-k": 320 * (64 * 4 + 4),  # uint16 ids + 16-bit log-probs, a float32 tail
         "hidden states": 2 * 320 * 576 * 2,
@@ -230,7 +231,7 @@ def test_size_estimate_counts_each_part():
 
 def test_minitron_recipe_trains_through_the_cache(tmp_path):
     """experiment=lm_minitron's terms (KL + cosine on a late layer and the embeddings, no LM loss)."""
-    from fadkd.config import MappingConfig
+    from fadkd.config.schema import MappingConfig
 
     cfg = _run_cfg(tmp_path, 16, max_steps=2)
     cfg.loss = LossConfig(alpha=1.0, beta=1.0, gamma=0.0, delta=0.0, ce=0.0)

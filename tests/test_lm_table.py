@@ -8,8 +8,8 @@ import sys
 import pytest
 from conftest import FIXTURES, ROOT
 
-from fadkd.config import TaskConfig
-from fadkd.tasks.lm import get_lm_task, load_texts
+from fadkd.config.schema import TaskConfig
+from fadkd.data.lm_text import get_lm_task, load_texts
 
 
 def _script(name: str):

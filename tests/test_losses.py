@@ -4,20 +4,14 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from fadkd.capture import Outputs
-from fadkd.config import ConfigError, LossConfig
-from fadkd.kd_terms import TermChoice
-from fadkd.losses import (
-    DistillLoss,
-    LossWeights,
-    attention_loss,
-    cosine_loss,
-    kd_kl,
-    mse_loss,
-    task_loss,
-)
-from fadkd.mapping import LayerPair
-from fadkd.step import feature_scale
+from fadkd.config.schema import ConfigError, LossConfig
+from fadkd.errors import FadkdError
+from fadkd.losses.distill import DistillLoss, LossWeights, kd_kl
+from fadkd.losses.kd import TermChoice
+from fadkd.losses.mapping import LayerPair
+from fadkd.losses.spec import feature_scale
+from fadkd.losses.terms import attention_loss, cosine_loss, mse_loss, task_loss
+from fadkd.models.capture import Outputs
 
 
 @pytest.fixture(autouse=True)
@@ -270,12 +264,11 @@ def test_feature_scale_multiplies_only_feature_terms():
     loss = make(LossWeights(alpha=1.0, beta=0.5, gamma=0.25, delta=2.0, ce=1.0))
     s, t = outputs(8, 2, 2, torch.randn(B, 3), grad=True), outputs(16, 4, 4, torch.randn(B, 3))
     labels = torch.tensor([0, 2])
-    loss.feature_scale = 0.3
-    total, terms = loss(s, t, labels)
+    total, terms = loss(s, t, labels, feature_scale=0.3)
     features = 0.5 * terms["cos"] + 0.25 * terms["mse"] + 2.0 * terms["attn"]
     torch.testing.assert_close(total, terms["kd"] + terms["ce"] + 0.3 * features)
-    loss.feature_scale = 0.0  # the terms are still reported (and computed: DDP wants every projection used)
-    total, terms = loss(s, t, labels)
+    # at 0 the terms are still reported (and computed: DDP wants every projection used)
+    total, terms = loss(s, t, labels, feature_scale=0.0)
     torch.testing.assert_close(total, terms["kd"] + terms["ce"])
     assert {"cos", "mse", "attn"} <= set(terms)
     total.backward()
@@ -303,11 +296,11 @@ def test_missing_attention_raises():
     s = outputs(8, 2, 2, torch.randn(B, 3))
     t = outputs(16, 4, 4, torch.randn(B, 3))
     s.attentions = {}  # what an SDPA model returns
-    with pytest.raises(ValueError, match="attention maps are missing.*eager"):
+    with pytest.raises(FadkdError, match="attention maps are missing.*eager"):
         loss(s, t, torch.tensor([0, 1]))
     s = outputs(8, 2, 2, torch.randn(B, 3))
     t.attentions[4] = None
-    with pytest.raises(ValueError, match="attention maps are missing.*eager"):
+    with pytest.raises(FadkdError, match="attention maps are missing.*eager"):
         loss(s, t, torch.tensor([0, 1]))
 
 
@@ -327,7 +320,7 @@ def test_projection_created_only_when_widths_differ():
     assert proj["s1_t2"].in_features == 8 and proj["s1_t2"].out_features == 16
     assert set(make(w, sw=8, tw=16, shared_projection=True).projections) == {"shared"}
     assert len(make(LossWeights(delta=1.0), sw=8, tw=16).projections) == 0  # attention needs no projection
-    with pytest.raises(ValueError, match="shared_projection"):
+    with pytest.raises(FadkdError, match="shared_projection"):
         DistillLoss(w, PAIRS, {1: 8, 2: 12}, {2: 16, 4: 16}, False, shared_projection=True)
     # one pair with equal widths, one without: per-pair projection only where needed
     assert set(DistillLoss(w, PAIRS, {1: 8, 2: 16}, {2: 16, 4: 16}, False).projections) == {"s1_t2"}
@@ -378,18 +371,18 @@ def test_embedding_pair_skipped_for_attention_and_zero_lambda_skipped():
     _, terms = loss(s, t)
     assert "mse/s0_t0" in terms and "attn/s0_t0" not in terms and "attn/s2_t4" in terms
     assert "mse/s1_t2" not in terms
-    with pytest.raises(ValueError, match="layer 0"):
+    with pytest.raises(FadkdError, match="layer 0"):
         make(LossWeights(delta=1.0), pairs=[LayerPair(0, 0)])
 
 
 def test_invalid_weights_and_missing_labels():
-    with pytest.raises(ValueError, match="temperature"):
+    with pytest.raises(FadkdError, match="temperature"):
         LossWeights(temperature=0)
-    with pytest.raises(ValueError, match="beta"):
+    with pytest.raises(FadkdError, match="beta"):
         LossWeights(beta=-1)
-    with pytest.raises(ValueError, match="all loss weights are 0"):
+    with pytest.raises(FadkdError, match="every loss weight is 0"):
         LossWeights(alpha=0, ce=0)
     loss = make(LossWeights())
     s, t = outputs(8, 2, 2, torch.randn(B, 3)), outputs(16, 4, 4, torch.randn(B, 3))
-    with pytest.raises(ValueError, match="no labels"):
+    with pytest.raises(FadkdError, match="no labels"):
         loss(s, t, None)

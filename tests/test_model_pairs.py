@@ -8,11 +8,11 @@ import torch
 from transformers import BertTokenizer, LlamaConfig, LlamaForCausalLM
 
 from fadkd.cli import main
-from fadkd.config import ModelConfig
+from fadkd.config.schema import ModelConfig
+from fadkd.data.lm_text import LmCollator, retokenize
 from fadkd.errors import FadkdError
-from fadkd.lm_models import prepare_tokenizer
-from fadkd.models import TINY_TOKENIZER, load_tokenizer
-from fadkd.tasks.lm import LmCollator, retokenize
+from fadkd.models.lm import prepare_tokenizer
+from fadkd.models.load import TINY_TOKENIZER, load_tokenizer
 
 LM = ["task=lm_sst2", "teacher=tiny-llama", "student=tiny-llama-half", "task.max_train_samples=24",
       "task.max_eval_samples=8", "task.eval_samples=4", "task.max_new_tokens=4", "task.block_size=32",

@@ -16,8 +16,8 @@ from hydra import compose, initialize_config_dir
 from hydra.core.global_hydra import GlobalHydra
 
 from fadkd.cli import CONF_DIR
-from fadkd.config import ModelConfig, register_configs, to_config
-from fadkd.models import ModelError, depth, load_classifier, load_tokenizer, width
+from fadkd.config.schema import ModelConfig, register_configs, to_config
+from fadkd.models.load import ModelError, depth, load_classifier, load_tokenizer, width
 
 ROOT = Path(__file__).resolve().parents[1]
 FETCH = ROOT / "scripts" / "fetch_models.py"

@@ -11,13 +11,13 @@ from PIL import Image
 from rich.console import Console
 from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
-from fadkd.config import Config, TaskConfig, TrainConfig
+from fadkd.config.schema import Config, TaskConfig, TrainConfig
 from fadkd.errors import FadkdError
-from fadkd.logs import RunLog
-from fadkd.plots import plot_path
-from fadkd.report import print_summary, write_report
-from fadkd.results import overrides_of
-from fadkd.train import train
+from fadkd.report.plots import plot_path
+from fadkd.report.runs import overrides_of
+from fadkd.report.summary import print_summary, write_report
+from fadkd.run.logs import RunLog
+from fadkd.run.train import train
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

@@ -17,10 +17,10 @@ from pathlib import Path
 import pytest
 from conftest import FAST, ROOT
 
-from fadkd.guards import Interrupts
 from fadkd.preflight import run_dirname
-from fadkd.progress import PlainProgress, make_console
-from fadkd.report import resume_command
+from fadkd.report.summary import resume_command
+from fadkd.run.guards import Interrupts
+from fadkd.run.progress import PlainProgress, make_console
 
 ENV = {k: v for k, v in os.environ.items() if k not in ("COLUMNS", "LINES", "HYDRA_FULL_ERROR")}
 ENV["PYTHONWARNINGS"] = "ignore"
@@ -166,13 +166,15 @@ def test_second_ctrl_c_soon_after_the_first_is_ignored():
 
 @pytest.mark.slow  # subprocess runs: with the slow tests (CI runs both)
 def test_a_crashed_run_leaves_no_stale_lock(tmp_path):
-    code = f"from pathlib import Path; from fadkd.run_dir import lock_run_dir; lock_run_dir(Path({str(tmp_path)!r}));"
+    code = (
+        f"from pathlib import Path; from fadkd.run.folder import lock_run_dir; lock_run_dir(Path({str(tmp_path)!r}));"
+    )
     code += " print('locked', flush=True); import time; time.sleep(60)"
     proc = subprocess.Popen([sys.executable, "-c", code], stdout=subprocess.PIPE, text=True, cwd=ROOT)
     assert proc.stdout.readline().strip() == "locked"
     proc.kill()  # SIGKILL: no cleanup runs
     proc.wait()
-    from fadkd.run_dir import lock_run_dir
+    from fadkd.run.folder import lock_run_dir
 
     lock_run_dir(tmp_path)  # the kernel dropped the lock with the process
 

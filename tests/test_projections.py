@@ -3,9 +3,9 @@
 import torch
 from torch import nn
 
-from fadkd.config import Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
-from fadkd.projections import fit_feature_norm, fit_linear, param_groups
-from fadkd.train import train
+from fadkd.config.schema import Config, LossConfig, ModelConfig, TaskConfig, TrainConfig
+from fadkd.losses.projections import fit_feature_norm, fit_linear, param_groups
+from fadkd.run.train import train
 
 
 def test_fit_linear_recovers_a_linear_map():
@@ -56,15 +56,15 @@ def test_lstsq_start_lowers_the_first_feature_loss(tmp_path):
 
 
 def _outputs(hidden: dict, mask: torch.Tensor):
-    from fadkd.capture import Outputs
+    from fadkd.models.capture import Outputs
 
     return Outputs(logits=torch.zeros(len(mask), 2), hidden=hidden, attentions={}, mask=mask)
 
 
 def _standardized_loss(feature_tokens: str = "all"):
-    from fadkd.kd_terms import TermChoice
-    from fadkd.losses import DistillLoss, LossWeights
-    from fadkd.mapping import LayerPair
+    from fadkd.losses.distill import DistillLoss, LossWeights
+    from fadkd.losses.kd import TermChoice
+    from fadkd.losses.mapping import LayerPair
 
     choice = TermChoice(feature_norm="standardize", feature_tokens=feature_tokens)
     weights = LossWeights(alpha=0.0, beta=1.0, gamma=1.0, delta=0.0, ce=0.0)

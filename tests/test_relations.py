@@ -1,4 +1,4 @@
-"""MiniLMv2 attention relations (fadkd/relations.py) and the Q/K/V capture they read."""
+"""MiniLMv2 attention relations (fadkd/losses/relations.py) and the Q/K/V capture they read."""
 
 import json
 import math
@@ -14,14 +14,14 @@ from transformers import (
     MPNetForSequenceClassification,
 )
 
-from fadkd import attention
-from fadkd.capture import Layers, layers_to_capture, run_model
-from fadkd.config import ConfigError, LossConfig
+from fadkd.config.schema import ConfigError, LossConfig
 from fadkd.errors import FadkdError
-from fadkd.kd_terms import TermChoice
-from fadkd.losses import DistillLoss, LossWeights
-from fadkd.mapping import LayerPair
-from fadkd.relations import relation_log_probs, relation_loss
+from fadkd.losses.distill import DistillLoss, LossWeights
+from fadkd.losses.kd import TermChoice
+from fadkd.losses.mapping import LayerPair
+from fadkd.losses.relations import relation_log_probs, relation_loss
+from fadkd.models import attention
+from fadkd.models.capture import Layers, layers_to_capture, run_model
 
 IDS = torch.tensor([[5, 6, 7, 8, 9, 10], [5, 6, 7, 11, 0, 0]])
 MASK = torch.tensor([[1, 1, 1, 1, 1, 1], [1, 1, 1, 1, 0, 0]])
@@ -178,8 +178,8 @@ def test_config_checks():
 
 
 def test_glue_run_with_relations_and_jsd(tmp_path):
-    from fadkd.config import Config, TaskConfig, TrainConfig
-    from fadkd.train import train
+    from fadkd.config.schema import Config, TaskConfig, TrainConfig
+    from fadkd.run.train import train
 
     cfg = Config(
         task=TaskConfig(data_dir="sample", max_train_samples=16, max_eval_samples=8),

@@ -9,7 +9,7 @@ from conftest import FAST, run_cli
 from hydra.types import RunMode
 from omegaconf import OmegaConf
 
-from fadkd.search import direction, record_failure, threads_per_job, write_best
+from fadkd.config.sweeps import direction, record_failure, threads_per_job, write_best
 
 
 def test_parallel_jobs_split_the_cores(monkeypatch):
@@ -106,7 +106,7 @@ def test_submitit_local_multirun(tmp_path):
 @pytest.mark.slow
 def test_optuna_search_of_eight_trials(tmp_path):
     sweep = tmp_path / "search"
-    run_cli("train", "-m", "experiment=search_weights", "hydra.sweeper.n_trials=8", *FAST, f"hydra.sweep.dir={sweep}")
+    run_cli("train", "-m", "hparams_search=weights", "hydra.sweeper.n_trials=8", *FAST, f"hydra.sweep.dir={sweep}")
     jobs = _jobs(sweep)
     assert [j.name for j in jobs] == [str(i) for i in range(8)]  # one folder per trial, by number
     sampled = [dict(o.split("=", 1) for o in OmegaConf.load(j / ".hydra" / "overrides.yaml")) for j in jobs]
@@ -136,7 +136,7 @@ def test_table_ranks_a_sweep_by_the_dev_metric_with_swept_values_as_columns(tmp_
         metrics = json.loads((tmp_path / str(i) / "metrics.json").read_text())
         metrics.update(params={"student": 1}, steps=1, train_seconds=1.0)
         (tmp_path / str(i) / "metrics.json").write_text(json.dumps(metrics))
-    from fadkd.results import write_table
+    from fadkd.report.results import write_table
 
     write_table([tmp_path])
     lines = (tmp_path / "results.md").read_text().splitlines()

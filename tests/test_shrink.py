@@ -1,4 +1,4 @@
-"""Students built from the teacher's layers (fadkd/shrink.py), the staged recipe and the unlabelled pool."""
+"""Students built from the teacher's layers (fadkd/models/shrink.py), the staged recipe and the unlabelled pool."""
 
 import json
 import math
@@ -8,15 +8,16 @@ import pytest
 import torch
 from transformers import AutoConfig, AutoModelForSequenceClassification
 
-from fadkd.config import Config, LossConfig, MappingConfig, ModelConfig, TaskConfig, TrainConfig
-from fadkd.config_checks import ConfigError
-from fadkd.lm_augment import substitute
-from fadkd.models import ModelError, load_classifier
-from fadkd.pool import read_unlabelled, training_rows
-from fadkd.shrink import build_classifier_student, kept_pairs
-from fadkd.step import feature_scale, prediction_scale, staged_lr
-from fadkd.tasks.glue import TaskError, get_task
-from fadkd.train import train
+from fadkd.config.checks import ConfigError
+from fadkd.config.schema import Config, LossConfig, MappingConfig, ModelConfig, TaskConfig, TrainConfig
+from fadkd.data.glue_tasks import TaskError, get_task
+from fadkd.data.lm_augment import substitute
+from fadkd.data.pool import read_unlabelled, training_rows
+from fadkd.losses.spec import feature_scale, prediction_scale
+from fadkd.models.load import ModelError, load_classifier
+from fadkd.models.shrink import build_classifier_student, kept_pairs
+from fadkd.run.step import staged_lr
+from fadkd.run.train import train
 
 TEACHER = ModelConfig("t", num_layers=4, hidden_size=32, num_heads=2, intermediate_size=64, init_seed=1, dropout=0.0)
 

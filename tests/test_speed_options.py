@@ -5,10 +5,10 @@ import math
 
 import torch
 
-from fadkd.config import Config, TaskConfig, TrainConfig
-from fadkd.data import EpochSampler
-from fadkd.step import build_optimizer
-from fadkd.train import train
+from fadkd.config.schema import Config, TaskConfig, TrainConfig
+from fadkd.data.batches import EpochSampler
+from fadkd.run.step import build_optimizer
+from fadkd.run.train import train
 
 
 def test_length_grouping_keeps_every_row_once_and_sorts_within_chunks():

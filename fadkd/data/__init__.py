@@ -1,0 +1,1 @@
+"""Training rows and batches: GLUE and text tasks, augmentation, unlabelled pools, collation."""

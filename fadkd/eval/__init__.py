@@ -1,0 +1,1 @@
+"""Dev-set evaluation: GLUE metrics and causal-LM metrics."""

@@ -1,0 +1,1 @@
+"""Loading and building models: HF classifiers and causal LMs, students from the teacher, attention, capture."""

@@ -1,0 +1,1 @@
+"""After the run: summaries, results tables, the paper's table, plots."""

@@ -1,0 +1,47 @@
+"""The GLUE builder of a run (the same Setup as causal LMs', fadkd/run/setup.py): training rows (labelled,
+copies, unlabelled pool), dev rows, tokenizers, the student, and how the teacher is set up."""
+
+from pathlib import Path
+
+from fadkd.config.schema import Config
+from fadkd.data.batches import Collator
+from fadkd.data.glue import load_split, resolve_data_dir
+from fadkd.data.glue_tasks import get_task
+from fadkd.data.pool import training_rows
+from fadkd.eval.glue import evaluate
+from fadkd.losses.spec import LossSpec
+from fadkd.models.load import check_max_length, load_tokenizer, model_shape
+from fadkd.models.shrink import build_classifier_student
+from fadkd.run.progress import make_console
+from fadkd.run.setup import Evaluate, Setup
+from fadkd.teacher.glue import glue_teacher
+
+console = make_console()
+
+
+def prepare_glue(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir: Path) -> Setup:
+    task = get_task(cfg.task.name)
+    data_dir = resolve_data_dir(cfg.task.data_dir)
+    train_rows = training_rows(cfg, task, data_dir, console.print)  # labelled, copies, unlabelled pool
+    dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
+    built = cfg.student.init == "from_teacher" and not cfg.student.tokenizer  # the teacher's own tokenizer
+    student_tok = load_tokenizer(cfg.teacher if built else cfg.student, "student")
+    student = build_classifier_student(cfg, task.num_labels, len(student_tok), attn).to(device)
+    check_max_length(student, cfg.task.max_length, "student")
+    teacher_tok = teacher_shape = None
+    if use_teacher:
+        teacher_tok = load_tokenizer(cfg.teacher, "teacher")
+        teacher_shape = model_shape(cfg.teacher, "teacher")
+    collator = Collator(task, student_tok, teacher_tok, cfg.task.max_length, cfg.loss.layerwise)
+
+    def dev_metrics(model, tok) -> dict[str, float]:
+        return evaluate(model, dev_rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
+
+    def make_teacher(spec: LossSpec, evaluate_on_rank: Evaluate):
+        if not use_teacher:
+            return None
+        return glue_teacher(
+            cfg, spec, task, teacher_shape, collator, train_rows, dev_rows, device, evaluate_on_rank, console.print
+        )
+
+    return Setup(task, train_rows, student, student_tok, collator, dev_metrics, make_teacher, teacher_shape)

@@ -1,0 +1,78 @@
+"""The pieces build_run (fadkd/run/train.py) puts together: seeds, batches, resume, the first-batch fits."""
+
+import math
+import random
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch.utils.data import DataLoader
+
+from fadkd.config.schema import Config
+from fadkd.data.batches import EpochSampler, make_loader
+from fadkd.errors import FadkdError
+from fadkd.losses.projections import fit_feature_norm, fit_projections
+from fadkd.losses.spec import LossSpec
+from fadkd.models.capture import run_model
+from fadkd.run.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir
+from fadkd.run.progress import make_console
+from fadkd.run.setup import Setup
+
+console = make_console()
+
+
+def seed_everything(seed: int, num_threads: int) -> None:
+    random.seed(seed)
+    np.random.seed(seed)
+    torch.manual_seed(seed)
+    if num_threads > 0:
+        torch.set_num_threads(num_threads)
+
+
+def batches(cfg: Config, setup: Setup, dist, local_batch: int) -> tuple[EpochSampler, DataLoader, int]:
+    """The sampler (length-grouped when asked; this rank's share), the loader, and batches per epoch."""
+    rows, collator = setup.train_rows, setup.collator
+    lengths = None
+    if cfg.train.group_by_length:
+        lengths = [int(collator([row]).student["attention_mask"].sum()) for row in rows]
+    sampler = EpochSampler(
+        len(rows), cfg.train.seed, lengths=lengths, batch_size=cfg.train.batch_size,
+        rank=dist.rank, world_size=dist.world_size,
+    )  # fmt: skip
+    loader = make_loader(rows, collator, local_batch, sampler)
+    return sampler, loader, math.ceil(len(rows) / cfg.train.batch_size)
+
+
+def resume(cfg: Config, out_dir: Path, student, loss_fn, optimizer, scheduler) -> tuple[TrainState, Path]:
+    """A fresh state, or (train.resume=true) the latest complete checkpoint's."""
+    checkpoints = safe_dir(out_dir, "checkpoints")
+    if not cfg.train.resume:
+        return TrainState(), checkpoints
+    found = latest_checkpoint(checkpoints)
+    if found is None:
+        raise FadkdError(f"train.resume=true but {checkpoints} holds no complete checkpoint; start afresh")
+    state = load_checkpoint(*found, student, loss_fn, optimizer, scheduler)
+    console.print(f"resumed from {found[0]} (step {state.step})")
+    return state, checkpoints
+
+
+def fit_on_first_batch(cfg: Config, setup: Setup, spec: LossSpec, loss_fn, teacher, device) -> None:
+    """loss.feature_norm=standardize and loss.projection_init=lstsq: fitted on the first batch, before step 1."""
+    standardize = cfg.loss.feature_norm == "standardize" and spec.features
+    lstsq = cfg.loss.projection_init == "lstsq" and loss_fn.projections
+    if not (standardize or lstsq):
+        return
+    first = setup.collator(setup.train_rows[: cfg.train.batch_size]).to(device)
+    with torch.no_grad():
+        t_first = teacher.outputs(first)
+        if standardize:
+            spread = fit_feature_norm(loss_fn, t_first)
+            console.print("teacher states standardised per dimension (max/median std): " + fmt(spread, 1))
+        if lstsq:
+            r2 = fit_projections(loss_fn, run_model(setup.student, first.student, spec.student_layers), t_first)
+            console.print("projections fitted by least squares on the first batch, R²: " + fmt(r2, 3))
+
+
+def fmt(values: dict | None, digits: int = 4) -> str:
+    """Metrics or terms on one line: k=v  k=v."""
+    return "  ".join(f"{k}={v:.{digits}f}" for k, v in (values or {}).items())

@@ -1,0 +1,289 @@
+"""The training run, top to bottom: `train(cfg, out_dir)` = `build_run` -> `fit` -> `finish`.
+
+build_run: run folder, seeds, the task family's Setup (GLUE: fadkd/run/glue.py, causal LM:
+fadkd/run/lm.py), the loss spec and objective, batches, optimizer and schedule, resume, the teacher
+(live or cached, fadkd/teacher/base.py). fit: the loop (one step, log, evaluate, checkpoint, stop on a
+signal). finish: metrics.json and the summary. A run folder gets config.yaml, steps.jsonl (every
+unweighted loss term, lr, grad norm, samples/s), evals.jsonl, metrics.json, student/ (the best student
+by the task's main metric), projections.safetensors and checkpoints/ (`train.resume=true` continues
+bit for bit). Under torchrun every rank runs this (fadkd/run/distributed.py); rank 0 alone writes.
+"""
+
+import json
+import sys
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+from torch.utils.data import DataLoader
+from transformers import get_linear_schedule_with_warmup
+from transformers.utils import logging as hf_logging
+
+from fadkd.config.schema import Config
+from fadkd.data.batches import EpochSampler
+from fadkd.data.lm_text import LOWER_IS_BETTER, is_lm_task
+from fadkd.losses.distill import DistillLoss
+from fadkd.losses.mapping import describe
+from fadkd.losses.projections import param_groups
+from fadkd.losses.spec import LossSpec, build_spec, records_attention, uses_teacher
+from fadkd.models import attention
+from fadkd.models.load import depth, width
+from fadkd.report.runs import overrides_of
+from fadkd.report.summary import print_summary, resume_command
+from fadkd.run import distributed
+from fadkd.run.checkpoint import TrainState, save_checkpoint
+from fadkd.run.folder import prepare_run_dir, run_metrics, save_student
+from fadkd.run.glue import prepare_glue
+from fadkd.run.guards import Interrupts, NonFiniteError, fault_injection
+from fadkd.run.lm import prepare_lm
+from fadkd.run.logs import RunLog
+from fadkd.run.parts import batches, fit_on_first_batch, fmt, resume, seed_everything
+from fadkd.run.progress import make_console, progress_bar
+from fadkd.run.setup import Setup
+from fadkd.run.step import StepParts, build_optimizer, staged_lr, train_step
+from fadkd.teacher.base import Teacher
+
+console = make_console()  # no hard wraps, full-width tables in a log file
+
+
+@dataclass
+class Run:
+    """Everything the loop reads, built once."""
+
+    cfg: Config
+    out_dir: Path
+    dist: distributed.Dist
+    device: torch.device
+    setup: Setup
+    spec: LossSpec
+    loss_fn: DistillLoss
+    teacher: Teacher | None
+    teacher_metrics: dict | None
+    parts: StepParts
+    sampler: EpochSampler
+    loader: DataLoader
+    state: TrainState
+    checkpoints: Path
+    batches_per_epoch: int
+    stage1: int  # steps of the intermediate-layer stage (loss.feature_schedule=staged), else 0
+    total_steps: int
+    last: dict | None = None  # the latest dev metrics
+    seen: int = 0  # training samples over every rank
+    started: float = 0.0
+
+    def evaluate(self) -> dict[str, float] | None:
+        """The student's dev metrics (rank 0 evaluates; other ranks get None)."""
+        return self.setup.evaluate(self.setup.student, self.setup.student_tok) if self.dist.is_main else None
+
+    def checkpoint(self) -> Path | None:
+        if not self.dist.is_main:
+            return None  # rank 0 writes checkpoints
+        s = self.state
+        return save_checkpoint(
+            self.checkpoints, s, self.setup.student, self.loss_fn, self.parts.optimizer, self.parts.scheduler,
+            self.cfg.train.keep_checkpoints,
+        )  # fmt: skip
+
+
+def train(cfg: Config, out_dir: Path) -> dict:
+    """Distil cfg.teacher into cfg.student on cfg.task; returns (and writes) metrics.json."""
+    run = build_run(cfg, out_dir)
+    fit(run)
+    return finish(run)
+
+
+def build_run(cfg: Config, out_dir: Path) -> Run:
+    local_batch = distributed.local_batch_size(cfg.train.batch_size, distributed.launched())  # global / ranks
+    dist, device = distributed.setup(distributed.resolve_device(cfg.train.device))
+    out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
+    console.quiet = not dist.is_main
+    if dist.is_main:
+        prepare_run_dir(out_dir, cfg)  # locks the folder, checks resume's settings, writes config.yaml
+    distributed.barrier(dist)
+    hf_logging.disable_progress_bar()  # one progress bar: ours
+    seed_everything(cfg.train.seed, cfg.train.num_threads)
+
+    # Data and models. Attention maps come from fadkd's attention function (SDPA returns none).
+    attn = attention.NAME if records_attention(cfg) else None  # None: transformers' default (SDPA)
+    prepare = prepare_lm if is_lm_task(cfg.task.name) else prepare_glue
+    setup = prepare(cfg, attn, device, uses_teacher(cfg), out_dir)
+    student = setup.student
+
+    # The objective, decided once.
+    spec = build_spec(cfg, depth(student), setup.teacher_shape, setup.kd_vocab)
+    loss_fn = DistillLoss(
+        spec.weights,
+        list(spec.pairs),
+        student_widths={p.student: width(student) for p in spec.pairs},
+        teacher_widths={p.teacher: setup.teacher_shape["width"] for p in spec.pairs},
+        is_regression=setup.task.is_regression,
+        shared_projection=cfg.loss.shared_projection,
+        choice=spec.choice,
+    ).to(device)
+    console.print(f"[bold]{loss_fn}")
+    if spec.describe_schedule():
+        console.print(spec.describe_schedule())
+    if spec.pairs:
+        console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(list(spec.pairs)))
+
+    # Batches (this rank's share of each global batch), optimizer, schedule, resume.
+    sampler, loader, batches_per_epoch = batches(cfg, setup, dist, local_batch)
+    task_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
+    stage1 = cfg.loss.intermediate_epochs * batches_per_epoch  # feature_schedule=staged: β, γ, δ alone first
+    named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
+    optimizer = build_optimizer(
+        param_groups(student, loss_fn, cfg.train.lr, cfg.loss.projection_lr),
+        cfg.train.lr, cfg.train.weight_decay, cfg.train.fused_adamw, device,
+    )  # fmt: skip
+    if stage1:
+        scheduler = staged_lr(optimizer, cfg.train.warmup_ratio, stage1, task_steps)
+    else:
+        total = stage1 + task_steps
+        scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total), total)
+    state, checkpoints = resume(cfg, out_dir, student, loss_fn, optimizer, scheduler)
+
+    # The teacher: rank 0 first (it writes the cache that the others then read).
+    evaluate = setup.evaluate if dist.is_main else (lambda model, tok: None)
+    teacher = distributed.rank0_first(lambda: setup.make_teacher(spec, evaluate), dist)
+    teacher_metrics = setup.teacher_metrics if setup.teacher_metrics is not None else getattr(teacher, "metrics", None)
+    if state.step == 0:  # a resumed run has both fits in its checkpoint
+        fit_on_first_batch(cfg, setup, spec, loss_fn, teacher, device)
+    if cfg.train.compile:
+        student.forward = torch.compile(student.forward)
+    parts = StepParts(
+        student, teacher, loss_fn, optimizer, scheduler, named_params, spec.student_layers, cfg.train.grad_clip,
+        cfg.train.precision, average=distributed.average_terms(dist),
+    )  # fmt: skip
+    parts.forward = distributed.wrap(parts.forward, dist)  # DDP: student + projections' gradients averaged
+    if teacher_metrics:
+        console.print(f"teacher dev: {fmt(teacher_metrics)}")
+    return Run(
+        cfg, out_dir, dist, device, setup, spec, loss_fn, teacher, teacher_metrics, parts, sampler, loader, state,
+        checkpoints, batches_per_epoch, stage1, stage1 + task_steps,
+    )  # fmt: skip
+
+
+def fit(run: Run) -> None:
+    """The loop: step, log, evaluate, checkpoint, until the last step or a signal."""
+    cfg, state = run.cfg, run.state
+    logger = cfg.train.logger if run.dist.is_main else "none"  # rank 0 logs
+    log = RunLog(run.out_dir, logger, resume_step=state.step if cfg.train.resume else None)
+    run.started = window_start = time.perf_counter()
+    window_samples = 0
+    run.setup.student.train()
+    with Interrupts() as interrupts, progress_bar(console) as progress:
+        bar = progress.add_task("train", total=run.total_steps, completed=state.step, terms="")
+        while state.step < run.total_steps:
+            run.sampler.set_epoch(state.epoch, start=state.batch_in_epoch * cfg.train.batch_size)
+            for batch in run.loader:
+                scales = run.spec.scales(state.step, run.total_steps, run.stage1)
+                loss, terms, grad_norm, bad = train_step(run.parts, batch.to(run.device), run.device, scales)
+                state.step += 1
+                state.batch_in_epoch += 1
+                if bad is not None:
+                    handle_nonfinite(bad, run)
+                run.seen += len(batch.labels) * run.dist.world_size
+                window_samples += len(batch.labels) * run.dist.world_size
+
+                if state.step % cfg.train.log_every == 0 or state.step == run.total_steps:
+                    now = time.perf_counter()
+                    row = step_row(run, loss, terms, grad_norm, scales, window_samples / max(now - window_start, 1e-9))
+                    log.log_step(state.step, row)
+                    window_start, window_samples = now, 0
+                    main = {k: v for k, v in row.items() if k == "loss" or k in terms and "/" not in k}
+                    progress.update(bar, terms=fmt(main, 3))
+                progress.update(bar, completed=state.step)
+
+                end_of_epoch = state.batch_in_epoch == run.batches_per_epoch
+                scheduled = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
+                evaluated = scheduled or end_of_epoch or state.step == run.total_steps
+                if evaluated and run.dist.is_main:
+                    evaluate_and_keep_best(run, log, progress.console)
+                if end_of_epoch:
+                    state.epoch, state.batch_in_epoch = state.epoch + 1, 0
+                periodic = cfg.train.checkpoint_every > 0 and state.step % cfg.train.checkpoint_every == 0
+                stop = distributed.any_rank(bool(interrupts.received), run.dist)  # all ranks stop at one step
+                if periodic or (cfg.train.checkpoint_every == 0 and evaluated) or stop:
+                    path = run.checkpoint()
+                fault_injection(state.step, run.dist.rank)
+                if stop:
+                    log.close()
+                    console.print(
+                        f"[yellow]stopped at step {state.step}; checkpoint {path}. Resume with:[/]\n"
+                        f"  {resume_command(run.out_dir, overrides_of(run.out_dir))}"
+                    )
+                    sys.exit(interrupts.exit_code)
+                if state.step >= run.total_steps or end_of_epoch:
+                    break
+    if run.total_steps == 0 and run.dist.is_main:  # train.max_steps=0: the student as it starts
+        state.best = run.last = run.evaluate()
+        log.log_eval(0, run.last)
+        if cfg.train.save_student:
+            save_student(run.setup.student, run.setup.student_tok, run.loss_fn, run.out_dir)
+    elif run.last is None and run.dist.is_main:  # resumed from the last step's checkpoint: nothing evaluated yet
+        run.last = run.evaluate()
+    log.close()
+
+
+def finish(run: Run) -> dict:
+    """metrics.json and the summary (rank 0); every rank returns rank 0's metrics."""
+    elapsed = time.perf_counter() - run.started
+    s = run.setup
+    metrics = run_metrics(
+        run.cfg, s.task, run.state, run.last, run.teacher_metrics, s.student, run.teacher, run.loss_fn,
+        list(run.spec.pairs), elapsed, run.seen,
+    )  # fmt: skip
+    if run.dist.is_main:
+        (run.out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2) + "\n")
+        print_summary(metrics, run.out_dir, overrides_of(run.out_dir), console)
+    metrics = distributed.broadcast(metrics, run.dist)
+    run.parts.forward = None  # drop the DDP module before the process group goes
+    distributed.teardown(run.dist)
+    return metrics
+
+
+def step_row(run: Run, loss, terms: dict, grad_norm, scales: tuple[float, float], samples_per_s: float) -> dict:
+    """One line of steps.jsonl: loss, every unweighted term, lr, the schedule's factors, grad norm, speed."""
+    row = {"loss": loss.item(), **{k: v.item() for k, v in terms.items()}}
+    row["lr"] = run.parts.scheduler.get_last_lr()[0]
+    if run.spec.schedule != "constant":
+        row["feature_scale"] = scales[0]
+    if run.stage1:
+        row["prediction_scale"] = scales[1]
+    if grad_norm is not None:  # computed when clipping (train.grad_clip > 0)
+        row["grad_norm"] = grad_norm.item()
+    row["samples_per_s"] = samples_per_s
+    return row
+
+
+def evaluate_and_keep_best(run: Run, log: RunLog, out) -> None:
+    """Dev metrics now; the student is saved when they beat the best so far."""
+    state = run.state
+    run.last = run.evaluate()
+    log.log_eval(state.step, run.last)
+    out.print(f"step {state.step} dev: {fmt(run.last)}")
+    if state.best is None or improved(run.setup.task.main_metric, run.last, state.best):
+        state.best, state.best_step = run.last, state.step
+        if run.cfg.train.save_student:
+            save_student(run.setup.student, run.setup.student_tok, run.loss_fn, run.out_dir)
+
+
+def improved(metric: str, new: dict, best: dict) -> bool:
+    """Whether `new` beats `best` on `metric` (perplexity and CER: lower is better)."""
+    return new[metric] < best[metric] if metric in LOWER_IS_BETTER else new[metric] > best[metric]
+
+
+def handle_nonfinite(what: str, run: Run) -> None:
+    """Skip the step (its update was not applied) or stop with a checkpoint of the last good state."""
+    state, cfg = run.state, run.cfg
+    state.skipped_steps += 1
+    message = f"non-finite value in {what} at step {state.step}"
+    if cfg.train.on_nonfinite == "skip" and state.skipped_steps <= cfg.train.max_nonfinite_skips:
+        console.print(f"[yellow]{message}: step skipped ({state.skipped_steps}/{cfg.train.max_nonfinite_skips})")
+        return
+    path = run.checkpoint()
+    raise NonFiniteError(
+        f"{message}; the update was not applied and the last good state is in {path}. Lower train.lr, "
+        "check the data, or set train.on_nonfinite=skip to skip such steps"
+    )

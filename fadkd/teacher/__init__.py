@@ -1,0 +1,1 @@
+"""The teacher: live forward or the cache, behind one interface."""
