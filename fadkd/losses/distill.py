@@ -64,9 +64,9 @@ def _layer(record: dict, idx: int, who: str, kind: str) -> Tensor:
     x = record.get(idx)
     if x is None and kind == "attention":
         raise FadkdError(
-            f"attention maps are missing for {who} layer {idx}; the attention term (delta > 0) needs models "
-            "that run with eager attention (attn_implementation='eager'), since SDPA/flash attention return "
-            "no maps; load both models with eager attention or set loss.delta to 0"
+            f"attention maps are missing for {who} layer {idx}; the attention term (delta > 0) reads them from "
+            "fadkd's attention function (fadkd/models/attention.py) or eager attention, since SDPA/flash "
+            "attention return no maps; load the model with one of those or set loss.delta to 0"
         )
     if x is None:
         have = sorted(record)
