@@ -29,6 +29,7 @@ def test_train_help_shows_config_groups():
         assert f"{group}:" in out
 
 
+@pytest.mark.slow  # a subprocess; tests/test_readme.py runs `fadkd train --cfg job` in the fast suite
 def test_cfg_job_prints_composed_config():
     out = run_cli("train", "--cfg", "job", "loss.delta=0.5").stdout
     assert "delta: 0.5" in out and "teacher:" in out
