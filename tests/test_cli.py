@@ -92,12 +92,14 @@ def test_multirun_and_table(tmp_path):
     assert len((sweep / "results.csv").read_text().splitlines()) == 3
 
 
+@pytest.mark.slow  # an end-to-end subprocess run (~10 s); pair-task loading is tested in-process (test_glue.py)
 def test_pair_task_from_a_glue_folder(tmp_path):
     run_cli("train", "task=mrpc", f"task.data_dir={FIXTURES}", *FAST, f"hydra.run.dir={tmp_path}")
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert set(metrics["student"]) == {"accuracy", "f1"} and metrics["main_metric"] == "f1"
 
 
+@pytest.mark.slow  # an end-to-end subprocess run (~10 s); the regression loss is tested in-process (test_losses.py)
 def test_regression_task(tmp_path):
     run_cli("train", "task=stsb", f"task.data_dir={FIXTURES}", *FAST, f"hydra.run.dir={tmp_path}")
     metrics = json.loads((tmp_path / "metrics.json").read_text())

@@ -83,8 +83,8 @@ KEYS = {
 }
 
 
-# 150 seeds, ~0.8 s each (a Hydra composition): the first 30 in `make test`, the rest with the slow tests
-@pytest.mark.parametrize("seed", [s if s < 30 else pytest.param(s, marks=pytest.mark.slow) for s in range(150)])
+# 150 seeds, ~0.8 s each (a Hydra composition): the first 15 in `make test`, the rest with the slow tests
+@pytest.mark.parametrize("seed", [s if s < 15 else pytest.param(s, marks=pytest.mark.slow) for s in range(150)])
 def test_malformed_config_fails_with_a_message(seed):
     rng = random.Random(seed)
     overrides = [f"{k}={rng.choice(KEYS[k])}" for k in rng.sample(sorted(KEYS), rng.randint(1, 3))]
