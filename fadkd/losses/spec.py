@@ -76,10 +76,6 @@ class LossSpec:
         return self.weights.layerwise
 
     @property
-    def uses_teacher(self) -> bool:
-        return self.weights.alpha > 0 or self.layerwise
-
-    @property
     def cached_layers(self) -> Layers:
         """What a teacher cache stores: every mapped layer's states and maps, so runs that differ only in
         loss weights share one cache."""

@@ -164,7 +164,7 @@ def run_metrics(
         "teacher": teacher_metrics,
         "teacher_name": cfg.teacher.name if teacher_metrics is not None else None,
         "student_name": cfg.student.name,
-        "params": {"student": count_parameters(student), "teacher": teacher_params(cfg, teacher)},
+        "params": {"student": count_parameters(student), "teacher": None if teacher is None else teacher.params},
         "steps": state.step,
         "skipped_steps": state.skipped_steps,
         "train_seconds": elapsed,
@@ -172,8 +172,3 @@ def run_metrics(
         "loss_formula": str(loss_fn),
         "mapping": [[p.student, p.teacher, p.weight] for p in pairs],
     }
-
-
-def teacher_params(cfg: Config, teacher) -> int | None:
-    """Parameter count of the teacher (from the cache's record when it was not loaded)."""
-    return None if teacher is None else teacher.params

@@ -122,8 +122,8 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
         choice=spec.choice,
     ).to(device)
     console.print(f"[bold]{loss_fn}")
-    if spec.describe_schedule():
-        console.print(spec.describe_schedule())
+    if schedule := spec.describe_schedule():
+        console.print(schedule)
     if spec.pairs:
         console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(list(spec.pairs)))
 

@@ -77,8 +77,9 @@ def glue_teacher(cfg: Config, spec: LossSpec, task, shape, collator, train_rows,
             "maps, not the query/key/value that relations compare; set cache.enabled=false (the live teacher) "
             "or loss.attn=maps"
         )
+    stored = spec.cached_layers
     if cfg.cache.enabled:
-        components = cache_components(cfg, collator, train_rows, dev_rows, spec.cached_layers)
+        components = cache_components(cfg, collator, train_rows, dev_rows, stored)
         folder, cache = open_cache(cfg.cache, components)
         if cache is not None:
             log(f"teacher cache: reading {folder}")
@@ -93,7 +94,7 @@ def glue_teacher(cfg: Config, spec: LossSpec, task, shape, collator, train_rows,
         return LiveTeacher(model, spec.teacher_layers, metrics)
     record = {"teacher_dev": metrics, "teacher_params": count_parameters(model)}
     cache = build_cache(
-        folder, components, cfg.cache, model, train_rows, collator, spec.cached_layers, shape,
+        folder, components, cfg.cache, model, train_rows, collator, stored, shape,
         task.num_labels, cfg.train.eval_batch_size, device, record, log,
     )  # fmt: skip
     return CachedTeacher(cache, metrics, device)  # the loop reads the cache from here on

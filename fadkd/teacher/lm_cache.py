@@ -48,6 +48,7 @@ from fadkd.config.schema import Config
 from fadkd.data.lm_text import pad_blocks
 from fadkd.losses.kd import KL_FAMILY, TopK
 from fadkd.models.capture import Layers, Outputs, run_model
+from fadkd.models.load import count_parameters
 from fadkd.teacher.base import CachedTeacher
 from fadkd.teacher.cache import DTYPES, CacheError, cache_key, open_cache, teacher_fingerprint
 
@@ -255,7 +256,7 @@ def build_lm_cache(
         "temperature": temperature,
         "lengths": lengths,
         "teacher": shape,
-        "teacher_params": sum(p.numel() for p in teacher.parameters()),
+        "teacher_params": count_parameters(teacher),
         "build_seconds": time.perf_counter() - started,  # the teacher's pass and the writes
         "layers": {"hidden": sorted(layers.hidden), "attentions": sorted(layers.attentions)},
     }
