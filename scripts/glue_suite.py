@@ -52,6 +52,8 @@ from omegaconf import OmegaConf
 from rich.console import Console
 from rich.table import Table
 
+from fadkd.data.glue_tasks import get_task
+
 ROOT = Path(__file__).resolve().parents[1]
 BASE_ROWS = {
     "student_alone": "ablation_student_alone",
@@ -65,11 +67,18 @@ SHRINK_ROWS = {
     "recipe": "recipe",
     "kd_only_data": "kd_only_data",
     "recipe_data": "recipe_data",
+    # A fair control (issue 25): KD only with the recipe's total number of epochs (its intermediate
+    # stage + --epochs); a row whose name ends in _long gets those epochs.
+    "kd_only_long": "ablation_kd_only",
+    "kd_only_data_long": "kd_only_data",
 }
-DATA_ROWS = ("kd_only_data", "recipe_data")
+DATA_ROWS = ("kd_only_data", "recipe_data", "kd_only_data_long")
+# Loss weights that make a run a feature run (a term on hidden states or attention, for part of it at least).
+FEATURE_WEIGHTS = ("beta", "gamma", "delta", "contrast")
 LABELS = {"teacher": "teacher", "student_alone": "student alone", "kd_only": "KD only"}
 LABELS.update({"features_only": "features only", "full": "full", "recipe": "recipe"})
 LABELS.update({"kd_only_data": "KD only + teacher-labelled data", "recipe_data": "recipe + teacher-labelled data"})
+LABELS.update({"kd_only_long": "KD only, recipe's epochs", "kd_only_data_long": "KD only + data, recipe's epochs"})
 SKIPPED_OVERRIDES = ("train.resume=", "train.overwrite=", "hydra.mode=")
 console = Console(soft_wrap=True)  # commands stay copyable
 CONF_DIR = Path(os.environ.get("FADKD_CONF_DIR", ROOT / "conf"))
@@ -127,6 +136,28 @@ def uses_cache(experiment: str, extra: list[str]) -> bool:
     return not (cfg.loss.get("attn", "maps") == "relations" and cfg.loss.delta > 0)
 
 
+def main_metric(task: str) -> str:
+    """The task's main metric (MRPC: f1, CoLA: mcc, SST-2: accuracy), from fadkd's GLUE registry."""
+    return get_task(task).main_metric
+
+
+def is_data_row(row: str) -> bool:
+    """A row on teacher-labelled data: the shrink rows named so, and any row with a `data` part in its name."""
+    return row in DATA_ROWS or "data" in row.split("_")
+
+
+def recipe_intermediate_epochs(extra: list[str]) -> int:
+    """The recipe's intermediate epochs: what a `_long` row trains beyond --epochs, so it runs as many steps."""
+    from hydra import compose, initialize_config_dir
+
+    from fadkd.config.schema import register_configs
+
+    register_configs()
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=["experiment=recipe", *extra])
+    return int(cfg.loss.intermediate_epochs)
+
+
 def teacher_args(ns, task: str) -> list[str]:
     return [
         f"model={ns.teacher}", f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}",
@@ -143,8 +174,9 @@ def row_args(ns, task: str, row: str, experiment: str, seed: int, cache: bool = 
         if cache and row != "student_alone":
             args += ["cache.enabled=true", f"cache.dir={ns.out / task / 'teacher_cache'}"]
     args += [f"task={task}", f"task.data_dir={ns.data_dir}", f"train={ns.train}", "train.group_by_length=true"]
-    args += [f"train.epochs={ns.epochs}", f"train.seed={seed}", *ns.extra, *ns.student_extra]
-    args += ns.data_extra if row in DATA_ROWS else []
+    epochs = ns.epochs + (ns.long_extra if row.endswith("_long") else 0)
+    args += [f"train.epochs={epochs}", f"train.seed={seed}", *ns.extra, *ns.student_extra]
+    args += ns.data_extra if is_data_row(row) else []
     return [*args, f"hydra.run.dir={ns.out / task / row / f'seed{seed}'}"]
 
 
@@ -219,7 +251,7 @@ def run_line(ns, task: str, row: str, run: Path) -> dict:
         write_record(run, record)
     metrics = json.loads((run / "metrics.json").read_text())
     cfg = OmegaConf.load(run / "config.yaml")
-    shrink = {"suite": "shrink", "student": ns.student_label} if ns.shrink else {}
+    shrink = {"suite": "shrink", "student": ns.student_label, **run_flags(cfg)} if ns.shrink else {}
     return {
         **shrink,
         "task": task,
@@ -235,6 +267,14 @@ def run_line(ns, task: str, row: str, run: Path) -> dict:
         "commit": record["commit"],
         "machine": record["machine"],
     }
+
+
+def run_flags(cfg) -> dict:
+    """features: some feature term was on for part of the run; data: teacher-labelled rows were trained on."""
+    loss, task = cfg.get("loss", {}), cfg.get("task", {})
+    features = any(float(loss.get(w, 0) or 0) > 0 for w in FEATURE_WEIGHTS)
+    data = bool(task.get("augment", 0)) or bool(task.get("unlabelled_rows", 0)) or bool(task.get("unlabelled_file"))
+    return {"features": bool(features), "data": data}
 
 
 def append_lines(path: Path, lines: list[dict]) -> int:
@@ -350,12 +390,44 @@ PAIRS = [
     ("full", "student_alone"),
     ("full", "kd_only"),
 ]
+BEST_KD_DATA = "best of kd_only_data, kd_only_data_long"
+
+
+def pairs_for(rows: list[str], lines: list[dict], task: str) -> list[tuple[str, str]]:
+    """PAIRS, then each further row against student_alone, kd_only and the KD rows on its own data: the KD
+    controls with the recipe's epochs (issue 25's fair control) and the better of the two on the task."""
+    pairs = list(PAIRS)
+    for row in rows:
+        if (
+            row in ("teacher", "student_alone", "kd_only", "kd_only_data")
+            or row.startswith("kd_only_")
+            and row.endswith("_long")
+        ):
+            if row.endswith("_long"):
+                pairs.append((row, row.removesuffix("_long")))
+            continue
+        bases = ["student_alone", "kd_only", "kd_only_long"]
+        if is_data_row(row):
+            bases += ["kd_only_data", "kd_only_data_long", BEST_KD_DATA]
+        pairs += [(row, base) for base in bases if (row, base) not in pairs]
+    return pairs
+
+
+def best_kd_data(lines: list[dict], task: str) -> str:
+    """kd_only_data or kd_only_data_long, whichever has the higher mean main metric on the task."""
+    means = {}
+    for row in ("kd_only_data", "kd_only_data_long"):
+        values = [x["metrics"][main_metric(task)] for x in lines if x["task"] == task and x["row"] == row]
+        if values:
+            means[row] = statistics.fmean(values)
+    return max(means, key=means.get) if means else "kd_only_data"
 
 
 def paired_differences(lines: list[dict], task: str, row: str, base: str) -> list[tuple[int, float]]:
-    """(seed, row − base on the task's first metric, ×100) for every seed both rows have."""
+    """(seed, row − base on the task's main metric, ×100) for every seed both rows have."""
+    base = best_kd_data(lines, task) if base == BEST_KD_DATA else base
     by_seed = {(x["row"], x["seed"]): x["metrics"] for x in lines if x["task"] == task}
-    metric = next((next(iter(m)) for (r, _), m in by_seed.items() if r == row), None)
+    metric = main_metric(task)
     seeds = sorted(s for r, s in by_seed if r == row and (base, s) in by_seed)
     return [(s, 100 * (by_seed[(row, s)][metric] - by_seed[(base, s)][metric])) for s in seeds]
 
@@ -363,18 +435,25 @@ def paired_differences(lines: list[dict], task: str, row: str, base: str) -> lis
 def paired_section(ns, lines: list[dict]) -> list[str]:
     """Markdown lines: each row minus its baseline, seed by seed, and the mean ± std of those differences."""
     out = []
+    rows = list(dict.fromkeys(x["row"] for x in lines))
     for task in ns.tasks:
-        for row, base in PAIRS:
+        for row, base in pairs_for(rows, lines, task):
             diffs = paired_differences(lines, task, row, base)
             if not diffs:
                 continue
             values = [d for _, d in diffs]
             spread = f" ± {statistics.stdev(values):.2f}" if len(values) > 1 else ""
             per_seed = ", ".join(f"{s}: {d:+.2f}" for s, d in diffs)
+            if base == BEST_KD_DATA:
+                base = f"{best_kd_data(lines, task)} (the better KD on this data)"
             out.append(f"| {task} | {row} − {base} | {per_seed} | {statistics.fmean(values):+.2f}{spread} |")
     if not out:
         return []
-    head = ["## Paired differences (same seed, first metric, ×100)", "", "| task | rows | per seed | mean ± std |"]
+    head = [
+        "## Paired differences (same seed, the task's main metric, ×100)",
+        "",
+        "| task | rows | per seed | mean ± std |",
+    ]
     return [*head, "|---|---|---|---|", *out, ""]
 
 
@@ -425,6 +504,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     ns = p.parse_args(argv)
     ns.md = ns.md or Path(f"bench/results/quality_{'_'.join(ns.tasks)}.md")
+    ns.long_extra = recipe_intermediate_epochs(ns.extra) if ns.shrink else 0  # the _long rows' extra epochs
     return ns
 
 

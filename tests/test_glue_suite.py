@@ -142,7 +142,9 @@ def test_shrink_rows_pass_the_teacher_to_every_row_and_data_overrides_to_data_ro
         + ["--student-extra", "student.keep_layers=[0,2,5]", "--data-extra", "task.unlabelled_rows=9"]
     )
     rows = suite.parse_rows(ns.full, ns.rows, ns.shrink)
-    assert list(rows) == ["student_alone", "kd_only", "recipe", "kd_only_data", "recipe_data"]
+    assert list(rows) == [
+        *("student_alone", "kd_only", "recipe", "kd_only_data", "recipe_data", "kd_only_long", "kd_only_data_long")
+    ]
     alone = suite.row_args(ns, "sst2", "student_alone", rows["student_alone"], 42)
     data = suite.row_args(ns, "sst2", "recipe_data", rows["recipe_data"], 42)
     kd = suite.row_args(ns, "sst2", "kd_only", rows["kd_only"], 42)
@@ -151,6 +153,27 @@ def test_shrink_rows_pass_the_teacher_to_every_row_and_data_overrides_to_data_ro
     assert teacher in data and "task.unlabelled_rows=9" in data and "task.unlabelled_rows=9" not in kd
     assert all("student.keep_layers=[0,2,5]" in args for args in (alone, data, kd))
     assert "student.keep_layers=[0,2,5]" not in suite.teacher_args(ns, "sst2")
+    # The fair control: KD only with the recipe's epochs (its 2 intermediate + the 3 of --epochs), on the same data.
+    long = suite.row_args(ns, "sst2", "kd_only_data_long", rows["kd_only_data_long"], 42)
+    assert "train.epochs=5" in long and "task.unlabelled_rows=9" in long and "train.epochs=3" in kd
+    variant = suite.row_args(ns, "sst2", "recipe_contrast_data", "recipe_data", 42)
+    assert "train.epochs=3" in variant and "task.unlabelled_rows=9" in variant  # a variant on data: its data
+
+
+def test_run_flags_say_features_and_data():
+    from omegaconf import OmegaConf
+
+    def cfg(beta=0.0, augment=0, rows=0, contrast=None):
+        loss = {"alpha": 1.0, "beta": beta, "gamma": 0.0, "delta": 0.0, **({"contrast": contrast} if contrast else {})}
+        return OmegaConf.create({"loss": loss, "task": {"augment": augment, "unlabelled_rows": rows}})
+
+    spec = importlib.util.spec_from_file_location("glue_suite", SCRIPT)
+    suite = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(suite)
+    assert suite.run_flags(cfg()) == {"features": False, "data": False}
+    assert suite.run_flags(cfg(beta=1.0, augment=4)) == {"features": True, "data": True}
+    assert suite.run_flags(cfg(rows=10, contrast=0.5)) == {"features": True, "data": True}
+    assert suite.is_data_row("recipe_contrast_data") and not suite.is_data_row("recipe_contrast")
 
 
 def test_paired_differences_match_seeds(suite):
@@ -164,3 +187,8 @@ def test_paired_differences_match_seeds(suite):
     ns = suite.parse_args(["--tasks", "sst2"])
     text = "\\n".join(suite.paired_section(ns, lines))
     assert "| sst2 | kd_only − student_alone | 42: -1.00, 43: +3.00 | +1.00 ± 2.83 |" in text
+    # A feature row on data is measured against the better of the two KD rows on the same data.
+    lines += [line("kd_only_data", 42, 0.86), line("kd_only_data_long", 42, 0.88), line("recipe_x_data", 42, 0.89)]
+    text = "\n".join(suite.paired_section(ns, lines))
+    assert "| sst2 | recipe_x_data − kd_only_data_long (the better KD on this data) | 42: +1.00 | +1.00 |" in text
+    assert "| sst2 | recipe_x_data − kd_only_data | 42: +3.00 | +3.00 |" in text
