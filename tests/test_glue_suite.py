@@ -192,3 +192,38 @@ def test_paired_differences_match_seeds(suite):
     text = "\n".join(suite.paired_section(ns, lines))
     assert "| sst2 | recipe_x_data − kd_only_data_long (the better KD on this data) | 42: +1.00 | +1.00 |" in text
     assert "| sst2 | recipe_x_data − kd_only_data | 42: +3.00 | +3.00 |" in text
+
+
+def test_shrink_summary_bar_is_the_three_task_mean_of_paired_differences(tmp_path, monkeypatch):
+    monkeypatch.syspath_prepend(str(ROOT / "scripts"))
+    spec = importlib.util.spec_from_file_location("shrink_summary", ROOT / "scripts" / "shrink_summary.py")
+    summary = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(summary)
+    metric = {"sst2": "accuracy", "mrpc": "f1", "cola": "matthews_correlation"}
+
+    def line(task, row, seed, value, out="outputs/shrink"):
+        command = f"fadkd train x=1 hydra.run.dir={out}/{task}/{row}/seed{seed}"
+        return {
+            "suite": "shrink",
+            "task": task,
+            "row": row,
+            "seed": seed,
+            "metrics": {metric[task]: value},
+            "command": command,
+        }
+
+    lines = [line(t, "teacher", 42, 0.8) for t in metric]
+    for task, gain in (("sst2", 0.01), ("mrpc", 0.02), ("cola", 0.03)):
+        for seed in (42, 43):
+            lines += [line(task, "student_alone", seed, 0.70), line(task, "recipe_data", seed, 0.70 + gain)]
+    lines.append(line("sst2", "student_alone", 42, 0.99, out="outputs/other"))  # another suite's run: not read
+    jsonl = tmp_path / "q.jsonl"
+    jsonl.write_text("\n".join(json.dumps(x) for x in lines) + "\n")
+    read = summary.read_lines(jsonl, "outputs/shrink")
+    assert len(read) == len(lines) - 1
+    parts, total = summary.three_task_paired(read, "recipe_data", "student_alone")
+    assert total == pytest.approx(2.0) and "mrpc +2.00 (n=2)" in parts
+    _, missing = summary.three_task_paired(read, "recipe_data", "kd_only")
+    assert missing is None  # no kd_only row anywhere: no mean shown
+    text = "\n".join(summary.table(read, ["teacher", "student_alone", "recipe_data"]))
+    assert "| recipe + teacher-labelled data |  |  | 71.00 ± 0.00 | 72.00 ± 0.00 | 73.00 ± 0.00 | 72.00 | 90.0 |" in text
