@@ -359,6 +359,7 @@ def write_markdown(ns, invocation: str, rows: list[str], lines: list[dict], head
         *["| " + " | ".join(line) + " |" for line in cells],
         "",
         *paired_section(ns, lines),
+        *magnitudes_section(ns, lines),
         "## Commands (first seed of each row)",
         "",
         *[f"- {t} {r}: `{first[(t, r)]['command']}`" for t in ns.tasks for r in rows if (t, r) in first],
@@ -455,6 +456,47 @@ def paired_section(ns, lines: list[dict]) -> list[str]:
         "| task | rows | per seed | mean ± std |",
     ]
     return [*head, "|---|---|---|---|", *out, ""]
+
+
+PREDICTION_TERMS = ("kd", "ce")
+BOOKKEEPING = ("step", "loss", "lr", "grad_norm", "samples_per_s", "feature_scale", "prediction_scale", "epoch")
+
+
+def term_magnitudes(steps: Path) -> dict[str, float]:
+    """Each logged (unweighted) term's mean over the steps where its stage is on: the feature terms where
+    feature_scale > 0, KD and the task loss where prediction_scale > 0 (all steps when a run has no stages)."""
+    sums, counts = {}, {}
+    for raw in steps.read_text().splitlines() if steps.is_file() else []:
+        row = json.loads(raw)
+        for key, value in row.items():
+            if key in BOOKKEEPING or "/" in key or not isinstance(value, (int, float)):
+                continue
+            scale = row.get("prediction_scale" if key in PREDICTION_TERMS else "feature_scale", 1.0)
+            if scale > 0:
+                sums[key] = sums.get(key, 0.0) + value
+                counts[key] = counts.get(key, 0) + 1
+    return {key: sums[key] / counts[key] for key in sums}
+
+
+def magnitudes_section(ns, lines: list[dict]) -> list[str]:
+    """Markdown: the unweighted terms' magnitudes of each feature row's first seed, in the stage each is on."""
+    out = []
+    for task in ns.tasks:
+        for row in dict.fromkeys(x["row"] for x in lines if x["task"] == task and x.get("features")):
+            seed = min(x["seed"] for x in lines if x["task"] == task and x["row"] == row)
+            terms = term_magnitudes(ns.out / task / row / f"seed{seed}" / "steps.jsonl")
+            if terms:
+                shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(terms.items()))
+                out.append(f"| {task} | {row} | {seed} | {shown} |")
+    if not out:
+        return []
+    head = [
+        "## Term magnitudes (unweighted, mean over the logged steps of the stage where each term is on)",
+        "",
+        "| task | row | seed | terms |",
+        "|---|---|---|---|",
+    ]
+    return [*head, *out, ""]
 
 
 def print_table(header, cells, title: str) -> None:

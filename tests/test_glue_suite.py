@@ -226,4 +226,27 @@ def test_shrink_summary_bar_is_the_three_task_mean_of_paired_differences(tmp_pat
     _, missing = summary.three_task_paired(read, "recipe_data", "kd_only")
     assert missing is None  # no kd_only row anywhere: no mean shown
     text = "\n".join(summary.table(read, ["teacher", "student_alone", "recipe_data"]))
-    assert "| recipe + teacher-labelled data |  |  | 71.00 ± 0.00 | 72.00 ± 0.00 | 73.00 ± 0.00 | 72.00 | 90.0 |" in text
+    assert (
+        "| recipe + teacher-labelled data |  |  | 71.00 ± 0.00 | 72.00 ± 0.00 | 73.00 ± 0.00 | 72.00 | 90.0 |" in text
+    )
+
+
+def test_term_magnitudes_average_each_term_in_its_own_stage(suite, tmp_path):
+    steps = tmp_path / "steps.jsonl"
+    rows = [
+        {"step": 1, "loss": 9, "cos": 0.2, "mse": 4.0, "kd": 0.0, "feature_scale": 1.0, "prediction_scale": 0.0},
+        {"step": 2, "loss": 9, "cos": 0.4, "mse": 2.0, "kd": 0.0, "feature_scale": 1.0, "prediction_scale": 0.0},
+        {"step": 3, "loss": 9, "cos": 0.0, "kd": 0.01, "ce": 0.5, "feature_scale": 0.0, "prediction_scale": 1.0},
+        {
+            "step": 4,
+            "loss": 9,
+            "kd": 0.03,
+            "ce": 0.7,
+            "pair/0-1/cos": 5.0,
+            "feature_scale": 0.0,
+            "prediction_scale": 1.0,
+        },
+    ]
+    steps.write_text("".join(json.dumps(r) + "\n" for r in rows))
+    got = suite.term_magnitudes(steps)
+    assert got == pytest.approx({"cos": 0.3, "mse": 3.0, "kd": 0.02, "ce": 0.6})
