@@ -122,7 +122,7 @@ def _dry_run(tmp_path: Path) -> list[list[str]]:
 def test_quality_shrink_is_a_dry_run_of_known_rows(tmp_path):
     runs = _dry_run(tmp_path)
     assert [r[1] for r in runs][:2] == ["finetune", "train"]
-    assert len(runs) == 1 + 5 * 3  # the teacher once, then five rows for each of the three seeds
+    assert len(runs) == 1 + 7 * 3  # the teacher once, then seven rows (five + the two _long controls) per seed
 
 
 @pytest.mark.slow
