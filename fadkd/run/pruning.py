@@ -3,7 +3,7 @@
 `prune_student` measures importance on the first student.prune.calibration_rows training rows, prunes
 (fadkd/models/prune.py), evaluates the teacher and the pruned student on the dev set (GLUE: the task's
 metrics; causal LMs: held-out perplexity), prints what was kept and writes <run>/prune_report.json and
-<run>/pruned/ (the student before any training: `fadkd finetune model.path=<run>/pruned` trains it alone).
+<run>/pruned/ (the student before any training: `fadkd finetune model=hf student.path=<run>/pruned` trains it alone).
 The chosen layer list replaces a count in cfg.student.prune.layers, so mapping=kept reads it.
 """
 
