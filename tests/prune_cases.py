@@ -1,4 +1,4 @@
-"""docs/errors.md rows of student.init=pruned (fadkd/models/prune_shape.py, fadkd/config/prune.py), for tests/test_errors.py."""
+"""docs/errors.md rows of student.init=pruned (fadkd/models/prune_shape.py, fadkd/config/prune.py)."""
 
 from pathlib import Path
 

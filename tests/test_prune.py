@@ -1,9 +1,13 @@
 """Students pruned in width and depth by importance (fadkd/models/prune.py), on tiny models built from config."""
 
 import json
+import re
+import shlex
 
 import pytest
 import torch
+from conftest import ROOT
+from test_readme import readme_commands
 from transformers import (
     AutoModelForCausalLM,
     AutoModelForSequenceClassification,
@@ -18,6 +22,7 @@ from transformers import (
     RobertaForSequenceClassification,
 )
 
+from fadkd.cli import main
 from fadkd.config.checks import ConfigError
 from fadkd.config.prune import PruneConfig
 from fadkd.config.schema import Config, LossConfig, MappingConfig, ModelConfig, TaskConfig, TrainConfig
@@ -220,3 +225,28 @@ def test_a_run_that_keeps_everything_starts_at_the_teacher(tmp_path):
     train(cfg, tmp_path)
     first = json.loads((tmp_path / "steps.jsonl").open().readline())
     assert first["cos"] < 1e-5 and first["mse"] < 1e-8 and first["kd"] < 1e-7  # student = teacher at step 0
+
+
+def _docs_commands() -> list[str]:
+    text = (ROOT / "docs" / "students-from-the-teacher.md").read_text()
+    section = text.split("## A student pruned in width and depth")[1].split("\n## ")[0]
+    return [c.removeprefix(".venv/bin/fadkd ") for c in readme_commands(section)]
+
+
+@pytest.mark.slow
+def test_the_docs_commands_run_or_compose(tmp_path, monkeypatch, capsys):
+    """The tiny commands run verbatim (the fine-tune reads the folder the first one wrote); the real-model ones,
+    their placeholders filled, compose into the schema."""
+    monkeypatch.chdir(tmp_path)
+    commands = _docs_commands()
+    assert len(commands) == 5
+    for command in commands:
+        args = shlex.split(re.sub(r"<[^>]+>", "/placeholder", command))
+        if "<" in command:
+            main([args[0], "--cfg", "job", *args[1:]])
+            assert "init: pruned" in capsys.readouterr().out
+        else:
+            main(args)
+    assert (tmp_path / "outputs" / "pruned-tiny-finetuned" / "metrics.json").is_file()
+    report = json.loads((tmp_path / "outputs" / "pruned-tiny-lm" / "prune_report.json").read_text())
+    assert report["shape"]["student"]["kv_heads"] == 1 and "perplexity" in report["dev"]["student_after_pruning"]

@@ -26,7 +26,7 @@ class ModelConfig:
     arch: ModelArch = ModelArch.bert  # tiny presets: bert (classifiers) | llama (causal LMs, fadkd/models/lm.py)
     num_kv_heads: int | None = None  # llama: key/value heads, grouped-query attention (null = num_heads)
     # A student made from the teacher's weights (causal LMs, DistilBERT-style): some of its layers.
-    init: ModelInit = ModelInit.random  # random (path, or the tiny preset above) | from_teacher
+    init: ModelInit = ModelInit.random  # random (path, or the tiny preset above) | from_teacher | pruned
     keep_layers: list[int] | None = None  # from_teacher: teacher layers kept, 0-based (model.layers[i])
     every_k: int | None = None  # from_teacher: keep teacher layers 0, k, 2k, ... instead
     # from_teacher: take the kept layers (and embeddings) from this checkpoint of the teacher's architecture
