@@ -67,9 +67,12 @@ def prune_student(
     out_dir: Path,
 ) -> PreTrainedModel:
     """The pruned student of this run; the report and the folder written under out_dir."""
-    started = time.perf_counter()
+    started, cpu = time.perf_counter(), time.process_time()
     student, report = prune(teacher, cfg.student.prune, batches)
     report["seconds"] = round(time.perf_counter() - started, 3)  # calibration included
+    report["cpu_seconds"] = round(
+        time.process_time() - cpu, 3
+    )  # this process's CPU time (shared cores: the wall varies)
     report["dev"] = {"teacher": evaluate(teacher.eval()), "student_after_pruning": evaluate(student.eval())}
     cfg.student.prune.layers = list(report["kept"]["layers"])  # mapping=kept aligns each with its own output
     folder = safe_dir(out_dir, "pruned")
@@ -83,10 +86,12 @@ def prune_student(
 def describe(report: dict) -> str:
     """A few lines on the pruned student: its shape, what it kept, parameters, dev metrics."""
     t, s = report["shape"]["teacher"], report["shape"]["student"]
-    p = report["parameters"]
+    p, tokens = report["parameters"], report["calibration"]["tokens"]
+    keys = [k for k in ("layers", "hidden", "heads", "kv_heads", "ffn") if t[k] != s[k]]
+    keys = [k for k in keys if k != "kv_heads" or t["kv_heads"] != t["heads"]]  # no grouped-query attention
     lines = [
-        f"pruned in {report['seconds']:.1f} s on {report['calibration']['tokens']} calibration tokens: "
-        + ", ".join(f"{k} {t[k]} -> {s[k]}" for k in ("layers", "hidden", "heads", "kv_heads", "ffn") if t[k] != s[k]),
+        f"pruned in {report['seconds']:.1f} s ({report['cpu_seconds']:.1f} s CPU) on {tokens} calibration tokens: "
+        + ", ".join(f"{k} {t[k]} -> {s[k]}" for k in keys),
         f"kept layers {report['kept']['layers']}; parameters {p['teacher']['total']:,} -> {p['student']['total']:,} "
         f"(non-embedding {p['teacher']['non_embedding']:,} -> {p['student']['non_embedding']:,})",
     ]
