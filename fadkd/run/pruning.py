@@ -19,6 +19,7 @@ from fadkd.config.schema import Config
 from fadkd.models.load import ModelError, _check_folder, _looks_local
 from fadkd.models.prune import prune
 from fadkd.models.prune_shape import Shape, target_shape
+from fadkd.run import distributed
 from fadkd.run.checkpoint import safe_dir
 from fadkd.run.progress import make_console
 
@@ -75,11 +76,12 @@ def prune_student(
     )  # this process's CPU time (shared cores: the wall varies)
     report["dev"] = {"teacher": evaluate(teacher.eval()), "student_after_pruning": evaluate(student.eval())}
     cfg.student.prune.layers = list(report["kept"]["layers"])  # mapping=kept aligns each with its own output
-    folder = safe_dir(out_dir, "pruned")
-    student.save_pretrained(folder)
-    tok.save_pretrained(folder)
-    (out_dir / REPORT).write_text(json.dumps(report, indent=1) + "\n")
-    console.print(describe(report) + f"\nwritten: {out_dir / REPORT}, {folder}")
+    if distributed.launched().is_main:  # under torchrun every rank prunes alike; rank 0 writes
+        folder = safe_dir(out_dir, "pruned")
+        student.save_pretrained(folder)
+        tok.save_pretrained(folder)
+        (out_dir / REPORT).write_text(json.dumps(report, indent=1) + "\n")
+        console.print(describe(report) + f"\nwritten: {out_dir / REPORT}, {folder}")
     return student.train()
 
 
