@@ -39,8 +39,10 @@ def machine() -> str:
     return f"{platform.machine()}, {cores} cores, torch {torch.__version__}, {platform.system()}"
 
 
-def run(name: str, args: str, glue: str, out: Path) -> tuple[str, dict]:
+def run(name: str, args: str, glue: str, out: Path, teacher: str | None) -> tuple[str, dict]:
     folder = out / name
+    if teacher and name.startswith("minilm"):  # the SST-2 fine-tuned teacher (else its head is fresh: chance)
+        args = args.replace("teacher=minilm-l6", f"teacher=minilm-l6 teacher.path={teacher}")
     command = f"fadkd train {args} task.data_dir={glue} hydra.run.dir={folder}"
     if not (folder / "prune_report.json").is_file():
         subprocess.run([FADKD, *shlex.split(command)[1:]], check=True)
@@ -80,8 +82,9 @@ def main() -> None:
     ap.add_argument("--out", type=Path, default=Path("bench/runs/pruning"))
     ap.add_argument("--rows", nargs="*", default=list(ROWS))
     ap.add_argument("--results", type=Path, default=Path("bench/results"))
+    ap.add_argument("--minilm-teacher", help="all-MiniLM-L6-v2 fine-tuned on SST-2, for the minilm rows")
     ns = ap.parse_args()
-    rows = [row(name, *run(name, ROWS[name], ns.glue, ns.out)) for name in ns.rows]
+    rows = [row(name, *run(name, ROWS[name], ns.glue, ns.out, ns.minilm_teacher)) for name in ns.rows]
     with (ns.results / "pruning.jsonl").open("a") as f:
         f.writelines(json.dumps(r) + "\n" for r in rows)
     print(table(rows))
