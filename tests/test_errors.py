@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT
 from error_cases import MORE_CASES, end_live, prepare
+from prune_cases import PRUNE_CASES
 from transformers import BertConfig, BertForSequenceClassification
 
 from fadkd.cli import main
@@ -212,6 +213,7 @@ CASES = {
     "table-no-runs": lambda t: ["table", str(t)],
     "unknown-verb": lambda t: ["frobnicate"],
     **LM_CASES,
+    **PRUNE_CASES,  # issue 27: student.init=pruned (tests/prune_cases.py)
     **MORE_CASES,  # issue 20: ranges, paths, files, verbs, signals, live runs, resume (tests/error_cases.py)
 }
 

@@ -34,10 +34,12 @@ class ModelArch(Choice):
 
 
 class ModelInit(Choice):
-    """model.init: random weights (or a path's), or layers copied from the teacher (fadkd/models/shrink.py)."""
+    """model.init: random weights (or a path's), layers copied from the teacher (fadkd/models/shrink.py), or the
+    teacher pruned in depth and width by importance (fadkd/models/prune.py)."""
 
     random = "random"
     from_teacher = "from_teacher"
+    pruned = "pruned"
 
 
 class AugmentMethod(Choice):
@@ -87,6 +89,7 @@ class ProjectionInit(Choice):
 
     random = "random"
     lstsq = "lstsq"
+    channels = "channels"
 
 
 class FeatureTokens(Choice):

@@ -66,7 +66,9 @@ class LossConfig:
     relation_heads: int | None = None  # attn=relations: relation heads (null = the teacher's attention heads)
     relations: list[str] = field(default_factory=lambda: ["qq", "kk", "vv"])  # attn=relations: which ones
     # The learned projections P_l where widths differ (fadkd/losses/projections.py).
-    projection_init: ProjectionInit = ProjectionInit.random  # random | lstsq (ridge least squares, first batch)
+    projection_init: ProjectionInit = (
+        ProjectionInit.random
+    )  # random | lstsq (ridge least squares, first batch) | channels (pruned students)
     projection_lr: float | None = None  # the projections' learning rate (null = train.lr)
     # Which positions the β and γ terms compare: all real tokens, or only the first one (the
     # [CLS] / <s> token a sequence classifier reads, as in Patient KD); the δ term always uses all.

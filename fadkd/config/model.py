@@ -1,9 +1,10 @@
 """The teacher / student section of the typed config (fadkd/config/schema.py), with its checks."""
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from fadkd.config.checks import ConfigError, check_positive, choose
 from fadkd.config.choices import ModelArch, ModelInit
+from fadkd.config.prune import PruneConfig
 
 
 @dataclass
@@ -25,12 +26,14 @@ class ModelConfig:
     arch: ModelArch = ModelArch.bert  # tiny presets: bert (classifiers) | llama (causal LMs, fadkd/models/lm.py)
     num_kv_heads: int | None = None  # llama: key/value heads, grouped-query attention (null = num_heads)
     # A student made from the teacher's weights (causal LMs, DistilBERT-style): some of its layers.
-    init: ModelInit = ModelInit.random  # random (path, or the tiny preset above) | from_teacher
+    init: ModelInit = ModelInit.random  # random (path, or the tiny preset above) | from_teacher | pruned
     keep_layers: list[int] | None = None  # from_teacher: teacher layers kept, 0-based (model.layers[i])
     every_k: int | None = None  # from_teacher: keep teacher layers 0, k, 2k, ... instead
     # from_teacher: take the kept layers (and embeddings) from this checkpoint of the teacher's architecture
     # (e.g. its pretrained base, as Patient KD does) instead of the teacher itself (null = the teacher)
     layers_from: str | None = None
+    # init=pruned: the teacher pruned in depth and width by importance (fadkd/config/prune.py, fadkd/models/prune.py)
+    prune: PruneConfig = field(default_factory=PruneConfig)
 
     def __post_init__(self) -> None:
         self.arch = choose(ModelArch, f"model '{self.name}': arch", self.arch)
@@ -55,6 +58,14 @@ class ModelConfig:
 def _check_init(cfg: ModelConfig) -> None:
     """init=from_teacher and the layer choice that goes with it (keep_layers, every_k, layers_from)."""
     chosen = [k for k in ("keep_layers", "every_k") if getattr(cfg, k) is not None]
+    if cfg.prune != PruneConfig() and cfg.init != ModelInit.pruned:
+        raise ConfigError(
+            f"model '{cfg.name}': prune.* is set but init={cfg.init}; it shapes the student only with "
+            "student.init=pruned (student=pruned)"
+        )
+    if cfg.init == ModelInit.pruned:
+        _check_pruned(cfg, chosen)
+        return
     if cfg.init == ModelInit.random:
         if cfg.layers_from is not None:
             raise ConfigError(
@@ -84,4 +95,19 @@ def _check_init(cfg: ModelConfig) -> None:
         raise ConfigError(
             f"student.keep_layers={list(keep)} must list teacher layers (0-based) in increasing order, "
             "each once, e.g. [0,3,6]"
+        )
+
+
+def _check_pruned(cfg: ModelConfig, chosen: list[str]) -> None:
+    """init=pruned takes its shape from prune.* and its weights from the teacher."""
+    given = [*chosen, *(["layers_from"] if cfg.layers_from is not None else [])]
+    if given:
+        raise ConfigError(
+            f"model '{cfg.name}': {given[0]} belongs to init=from_teacher; with init=pruned choose the layers "
+            "with student.prune.layers (a count or a list)"
+        )
+    if cfg.path is not None:
+        raise ConfigError(
+            f"model '{cfg.name}': init=pruned builds the student from the teacher's weights, so path={cfg.path} "
+            "would be ignored; set student.path=null, or student.init=random to load that folder"
         )

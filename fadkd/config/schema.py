@@ -66,6 +66,11 @@ class Config:
                 f"{unlabelled[0]} adds rows without hard labels, which only a teacher term can "
                 "learn from; set loss.alpha (or beta, gamma, delta) above 0, or leave them out"
             )
+        if self.loss.projection_init == "channels" and self.student.init != "pruned" and self.student.path is None:
+            raise ConfigError(
+                "loss.projection_init=channels starts each projection as the teacher channels a pruned student kept; "
+                "use it with student=pruned (or student.path=<a folder it wrote>), or choose random or lstsq"
+            )
         for role, model in (("teacher", self.teacher), ("student", self.student)):
             if not t.is_lm and model.path is None and model.arch == ModelArch.llama:
                 raise ConfigError(

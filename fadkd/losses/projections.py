@@ -8,6 +8,9 @@ instead of transferring any. Two remedies, each a config switch:
 - loss.projection_init=lstsq: before step 1, fit each P_l by ridge least squares on one
   batch (student hidden states -> teacher hidden states over real tokens), so the feature
   terms start from what the student can already express linearly;
+- loss.projection_init=channels (a pruned student, student.init=pruned): each P_l starts as the
+  selection of the teacher's kept hidden channels, P[c_j, j] = 1, so P F_S puts the student's channel j
+  where the teacher's channel c_j is, and the other teacher channels at 0;
 - loss.projection_lr: the projections' own learning rate (a fresh layer wants a larger one).
 """
 
@@ -35,6 +38,23 @@ def fit_linear(student: Tensor, teacher: Tensor, layer: nn.Linear, ridge: float 
     weight = torch.linalg.solve(gram, x.T @ y).T  # [Ht, Hs]
     layer.weight.copy_(weight.to(layer.weight.dtype))
     layer.bias.copy_((y_mean - weight @ x_mean).to(layer.bias.dtype))
+
+
+@torch.no_grad()
+def select_channels(loss_fn, channels: list[int]) -> int:
+    """loss.projection_init=channels: every projection of `loss_fn` set to the channel selection (bias 0).
+
+    channels[j] is the teacher channel the student's channel j was kept from. Returns how many were set.
+    """
+    for layer in loss_fn.projections.values():
+        if layer.in_features != len(channels) or max(channels) >= layer.out_features:
+            raise ValueError(
+                f"{len(channels)} kept channels do not fit a projection {layer.in_features} -> {layer.out_features}"
+            )
+        layer.weight.zero_()
+        layer.bias.zero_()
+        layer.weight[torch.tensor(channels), torch.arange(len(channels))] = 1.0
+    return len(loss_fn.projections)
 
 
 @torch.no_grad()

@@ -91,20 +91,29 @@ def layer_source(cfg: Config) -> ModelConfig:
 
 
 def build_classifier_student(cfg: Config, num_labels: int, vocab_size: int, attn: str | None) -> PreTrainedModel:
-    """The student of a GLUE run: cfg.student as it is, or kept layers of the teacher (or layers_from)."""
-    if cfg.student.init != "from_teacher":
+    """The student of a GLUE run: cfg.student as it is, or kept layers of the teacher (or layers_from); for
+    init=pruned the whole teacher, which the run prunes on its calibration rows (fadkd/run/pruning.py)."""
+    if cfg.student.init == "random":
         return load_classifier(cfg.student, "student", num_labels, vocab_size, attn)
     with torch.random.fork_rng():  # a fresh head (a base checkpoint) is seeded by init_seed, not the run
         torch.manual_seed(cfg.student.init_seed)
         full = load_classifier(layer_source(cfg), "student", num_labels, vocab_size, attn)
+    if cfg.student.init == "pruned":
+        return full
     return from_teacher(full, layers_to_keep(cfg.student, full.config.num_hidden_layers))
 
 
 def kept_pairs(cfg: Config) -> list[list[int]]:
-    """mapping.strategy=kept: [student layer, teacher layer] (1-based outputs), each kept layer's own output."""
-    if cfg.student.init != "from_teacher" or cfg.student.keep_layers is None:
+    """mapping.strategy=kept: [student layer, teacher layer] (1-based outputs), each kept layer's own output.
+
+    init=pruned: the layers the pruning kept (a count is replaced by the chosen list once pruned)."""
+    keep = cfg.student.keep_layers if cfg.student.init == "from_teacher" else None
+    if cfg.student.init == "pruned":
+        keep = cfg.student.prune.layers if isinstance(cfg.student.prune.layers, list) else None
+    if keep is None:
         raise ModelError(
             "mapping.strategy=kept aligns each kept layer with its own output in the teacher, so it needs "
-            "student.init=from_teacher with student.keep_layers=[...]; use mapping=uniform otherwise"
+            "student.init=from_teacher with student.keep_layers=[...] or student.init=pruned; use mapping=uniform "
+            "otherwise"
         )
-    return [[i + 1, k + 1] for i, k in enumerate(cfg.student.keep_layers)]
+    return [[i + 1, k + 1] for i, k in enumerate(keep)]

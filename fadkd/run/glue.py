@@ -13,6 +13,7 @@ from fadkd.losses.spec import LossSpec
 from fadkd.models.load import check_max_length, load_tokenizer, model_shape
 from fadkd.models.shrink import build_classifier_student
 from fadkd.run.progress import make_console
+from fadkd.run.pruning import calibration_batches, check_prune_shape, prune_student
 from fadkd.run.setup import Evaluate, Setup
 from fadkd.teacher.glue import glue_teacher
 
@@ -21,10 +22,12 @@ console = make_console()
 
 def prepare_glue(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir: Path) -> Setup:
     task = get_task(cfg.task.name)
+    if cfg.student.init == "pruned":
+        check_prune_shape(cfg)  # a shape the teacher cannot take: refused before any data or model is loaded
     data_dir = resolve_data_dir(cfg.task.data_dir)
     train_rows = training_rows(cfg, task, data_dir, console.print)  # labelled, copies, unlabelled pool
     dev_rows = load_split(task, "dev", data_dir, cfg.task.max_eval_samples).to_list()
-    built = cfg.student.init == "from_teacher" and not cfg.student.tokenizer  # the teacher's own tokenizer
+    built = cfg.student.init != "random" and not cfg.student.tokenizer  # the teacher's own tokenizer
     student_tok = load_tokenizer(cfg.teacher if built else cfg.student, "student")
     student = build_classifier_student(cfg, task.num_labels, len(student_tok), attn).to(device)
     check_max_length(student, cfg.task.max_length, "student")
@@ -36,6 +39,13 @@ def prepare_glue(cfg: Config, attn: str | None, device, use_teacher: bool, out_d
 
     def dev_metrics(model, tok) -> dict[str, float]:
         return evaluate(model, dev_rows, tok, task, cfg.task.max_length, cfg.train.eval_batch_size, device)
+
+    if cfg.student.init == "pruned":  # the teacher's copy above, pruned on the first training rows
+        plain = Collator(task, student_tok, None, cfg.task.max_length, False)
+        rows = calibration_batches(
+            train_rows, plain, cfg.student.prune.calibration_rows, cfg.train.eval_batch_size, device
+        )
+        student = prune_student(cfg, student, rows, lambda m: dev_metrics(m, student_tok), student_tok, out_dir)
 
     def make_teacher(spec: LossSpec, evaluate_on_rank: Evaluate):
         if not use_teacher:

@@ -22,11 +22,12 @@ from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, P
 from fadkd.config.schema import Config
 from fadkd.data.glue import resolve_data_dir
 from fadkd.data.lm_text import LmCollator, encode, generation_prompts, get_lm_task, load_texts, pack_blocks
-from fadkd.eval.lm import LmEvaluator
+from fadkd.eval.lm import LmEvaluator, perplexity
 from fadkd.losses.spec import LossSpec
 from fadkd.models.lm import check_lm_lengths, from_teacher, layers_to_keep, load_causal_lm, prepare_tokenizer
 from fadkd.models.load import ModelError, depth, load_tokenizer, width
 from fadkd.run.progress import make_console
+from fadkd.run.pruning import calibration_batches, check_prune_shape, prune_student
 from fadkd.run.setup import Setup
 from fadkd.teacher.base import LiveTeacher, Teacher
 from fadkd.teacher.lm_cache import cached_lm_teacher, check_lm_cache_config
@@ -80,7 +81,9 @@ def build_evaluator(cfg: Config, tok: PreTrainedTokenizerBase, device) -> LmEval
 def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir: Path) -> Setup:
     task = get_lm_task(cfg.task.name)
     check_lm_cache_config(cfg)  # the top-k cache (fadkd/teacher/lm_cache.py): refused terms, before any loading
-    from_t = cfg.student.init == "from_teacher"
+    if cfg.student.init == "pruned":
+        check_prune_shape(cfg)  # a shape the teacher cannot take: refused before any loading
+    from_t = cfg.student.init != "random"  # from_teacher or pruned: built from the teacher
     teacher = teacher_tok = None
     if use_teacher or from_t or _teacher_loadable(cfg):
         teacher_tok = prepare_tokenizer(load_tokenizer(cfg.teacher, "teacher"), "teacher")
@@ -88,22 +91,26 @@ def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir
             teacher = load_causal_lm(cfg.teacher, "teacher", teacher_tok, attn).to(device)
         teacher.eval().requires_grad_(False)
         check_lm_lengths(teacher, cfg.task, "teacher")
-    if from_t:
-        tok_cfg = cfg.student if cfg.student.tokenizer else cfg.teacher
-        student_tok = prepare_tokenizer(load_tokenizer(tok_cfg, "student"), "student")
+    tok_cfg = cfg.student if cfg.student.tokenizer or not from_t else cfg.teacher
+    student_tok = prepare_tokenizer(load_tokenizer(tok_cfg, "student"), "student")
+    texts = load_texts(task, "train", cfg.task, _data_dir(cfg.task.data_dir))
+    train_rows = pack_blocks(encode(student_tok, texts), student_tok.eos_token_id, cfg.task.block_size)
+    train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
+    evaluator = build_evaluator(cfg, student_tok, device)
+    if cfg.student.init == "pruned":  # calibrated on the first training blocks
+        plain, b = LmCollator(student_tok.pad_token_id, with_teacher=False), cfg.train.eval_batch_size
+        rows = calibration_batches(train_rows, plain, cfg.student.prune.calibration_rows, b, device)
+        blocks, pad = evaluator.blocks, student_tok.pad_token_id
+        held_out = lambda m: {"perplexity": perplexity(m, blocks, pad, b, device)["perplexity"]}  # noqa: E731
+        student = prune_student(cfg, teacher, rows, held_out, student_tok, out_dir)
+    elif from_t:
         student = from_teacher(teacher, layers_to_keep(cfg.student, depth(teacher)))
     else:
-        student_tok = prepare_tokenizer(load_tokenizer(cfg.student, "student"), "student")
         student = load_causal_lm(cfg.student, "student", student_tok, attn)
     student = student.to(device).train()
     check_lm_lengths(student, cfg.task, "student")
     kd_vocab = check_vocabularies(cfg, student_tok, teacher_tok, student, teacher) if use_teacher else None
     retokenize = None if not use_teacher or same_vocabulary(student_tok, teacher_tok) else (student_tok, teacher_tok)
-
-    texts = load_texts(task, "train", cfg.task, _data_dir(cfg.task.data_dir))
-    train_rows = pack_blocks(encode(student_tok, texts), student_tok.eos_token_id, cfg.task.block_size)
-    train_rows = [{**row, "_index": i} for i, row in enumerate(train_rows)]  # for teacher-cache lookups
-    evaluator = build_evaluator(cfg, student_tok, device)
     console.print(
         f"{task.name}: {len(texts)} training texts -> {len(train_rows)} blocks of {cfg.task.block_size} tokens; "
         f"{len(evaluator.blocks)} held-out blocks, {len(evaluator.prompts)} generation prompts"

@@ -11,7 +11,7 @@ from torch.utils.data import DataLoader
 from fadkd.config.schema import Config
 from fadkd.data.batches import EpochSampler, make_loader
 from fadkd.errors import FadkdError
-from fadkd.losses.projections import fit_feature_norm, fit_projections
+from fadkd.losses.projections import fit_feature_norm, fit_projections, select_channels
 from fadkd.losses.spec import LossSpec
 from fadkd.models.capture import run_model
 from fadkd.run.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir
@@ -57,7 +57,10 @@ def resume(cfg: Config, out_dir: Path, student, loss_fn, optimizer, scheduler) -
 
 
 def fit_on_first_batch(cfg: Config, setup: Setup, spec: LossSpec, loss_fn, teacher, device) -> None:
-    """loss.feature_norm=standardize and loss.projection_init=lstsq: fitted on the first batch, before step 1."""
+    """loss.feature_norm=standardize and loss.projection_init=lstsq: fitted on the first batch, before step 1
+    (projection_init=channels: the pruned student's channel selection, no batch needed)."""
+    if cfg.loss.projection_init == "channels":
+        start_as_channels(setup.student, loss_fn)
     standardize = cfg.loss.feature_norm == "standardize" and spec.features
     lstsq = cfg.loss.projection_init == "lstsq" and loss_fn.projections
     if not (standardize or lstsq):
@@ -71,6 +74,19 @@ def fit_on_first_batch(cfg: Config, setup: Setup, spec: LossSpec, loss_fn, teach
         if lstsq:
             r2 = fit_projections(loss_fn, run_model(setup.student, first.student, spec.student_layers), t_first)
             console.print("projections fitted by least squares on the first batch, R²: " + fmt(r2, 3))
+
+
+def start_as_channels(student, loss_fn) -> None:
+    """Each projection starts as the selection of the teacher channels the pruned student kept."""
+    channels = (getattr(student.config, "fadkd_pruned", None) or {}).get("hidden_channels")
+    if channels is None:
+        raise FadkdError(
+            "loss.projection_init=channels starts each projection as the teacher channels a pruned student kept, but "
+            "this student was not pruned from the teacher; use student=pruned (or a folder it wrote), or "
+            "loss.projection_init=random or lstsq"
+        )
+    n = select_channels(loss_fn, channels)
+    console.print(f"projections start as the selection of the {len(channels)} kept teacher channels ({n} set)")
 
 
 def fmt(values: dict | None, digits: int = 4) -> str:
