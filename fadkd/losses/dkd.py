@@ -81,7 +81,7 @@ def dkd(
             raise ValueError(f"mask has shape {tuple(mask.shape)} but the logits need {tuple(s.shape[:-1])}")
         real = mask != 0
         s, t = torch.where(real[..., None], s, 0.0), torch.where(real[..., None], t, 0.0)
-    target = dkd_target(t, None) if target is None else target.long()
+    target = dkd_target(t, target)  # -100 (or none) where unknown: the teacher's argmax
     if real is not None:
         target = torch.where(real, target, 0)
     tckd, nckd, _ = dkd_parts(s, t, target, temperature)
