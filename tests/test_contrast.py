@@ -5,6 +5,7 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
 
 from fadkd.losses.contrast import contrastive_loss, mean_pool, pool_real
 from fadkd.losses.distill import DistillLoss, LossWeights
@@ -96,3 +97,17 @@ def test_the_objective_pools_projects_and_queues():
     total.backward()  # the queue is a detached buffer: the backward never reaches it
     assert int(loss.queued_s1_t2) == 4  # full: the oldest states fall out
     assert str(loss) == "L = 1.0*InfoNCE(τ=0.2, queue 4) [λ: s1→t2=1.0, s2→t2=0.5]"
+
+
+def test_the_queue_is_saved_and_restored_with_the_checkpoint(tmp_path):
+    """projections.safetensors (fadkd/run/checkpoint.py) holds the queue, so a resumed run sees the same negatives."""
+    weights = LossWeights(alpha=0.0, ce=0.0, contrast=1.0, contrast_queue=2)
+    loss = DistillLoss(weights, [LayerPair(1, 2, 1.0)], {1: 8}, {2: 16}, False)
+    loss(_outputs(8, grad=True), _outputs(16))  # 3 rows pushed into a queue of 2
+    save_model(loss, str(tmp_path / "projections.safetensors"))
+    fresh = DistillLoss(weights, [LayerPair(1, 2, 1.0)], {1: 8}, {2: 16}, False)
+    load_model(fresh, str(tmp_path / "projections.safetensors"))
+    torch.testing.assert_close(fresh.queue_s1_t2, loss.queue_s1_t2)
+    assert int(fresh.queued_s1_t2) == 2
+    s, t = _outputs(8, grad=True), _outputs(16)
+    torch.testing.assert_close(fresh(s, t)[1]["contrast"], loss(s, t)[1]["contrast"])

@@ -273,7 +273,8 @@ class DistillLoss(nn.Module):
         if queue is None:
             return None
         filled = int(getattr(self, f"queued_{key}"))
-        setattr(self, f"queue_{key}", torch.cat([newest.to(queue.dtype), queue])[: len(queue)])  # a new tensor
+        n, kept = len(queue), max(len(queue) - len(newest), 0)  # a new tensor of its own (safetensors saves it)
+        setattr(self, f"queue_{key}", torch.cat([newest[:n].to(queue.dtype), queue[:kept]]))
         setattr(self, f"queued_{key}", torch.clamp(getattr(self, f"queued_{key}") + len(newest), max=len(queue)))
         return queue[:filled]
 
