@@ -7,8 +7,10 @@ from pathlib import Path
 import pytest
 import torch
 
+from fadkd.cli import CONF_DIR
 from fadkd.config.loss import WEIGHTS, LossConfig
 from fadkd.config.ranges import RANGES
+from fadkd.help import config_help
 from fadkd.losses import table
 from fadkd.losses.distill import FUNCTIONS, DistillLoss, LossWeights
 from fadkd.losses.mapping import LayerPair
@@ -97,3 +99,12 @@ def test_the_feature_rule_is_written_once():
     assert not LossConfig(beta=0, gamma=0, delta=0).layerwise
     assert table.uses_teacher({"contrast": 1.0}) and not table.uses_teacher({"ce": 1.0})
     assert table.positional({"beta": 1.0}) and not table.positional({"contrast": 1.0})
+
+
+def test_train_help_lists_every_term_and_setting():
+    text = config_help(CONF_DIR, "config", [])
+    keys = [*WEIGHTS, "kd", "dkd_alpha", "dkd_beta", "contrast_temperature", "contrast_queue", "balance"]
+    for key in keys:
+        line = next((ln for ln in text.splitlines() if ln.split()[:1] == [f"loss.{key}"]), None)
+        assert line is not None and len(line.split()) > 2, key  # the key, its default and what it means
+    assert "dkd" in next(ln for ln in text.splitlines() if ln.split()[:1] == ["loss.kd"])
