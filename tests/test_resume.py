@@ -37,12 +37,15 @@ def _weights(run_dir, step: int) -> dict[str, torch.Tensor]:
 # resumes in stage 2 from the checkpoint of step 6, with each stage's own learning-rate schedule.
 STAGED = ["student.init=from_teacher", "student.keep_layers=[0,3]", "mapping=kept", "loss.feature_schedule=staged"]
 STAGED += ["loss.intermediate_epochs=1", "train.max_steps=7"]
+# The contrast term's queue of earlier teacher states (a buffer of the loss, saved with each checkpoint) and
+# balanced weights: the resumed run must see the same negatives and factors (issue 29).
+CONTRAST = ["loss.contrast=1", "loss.contrast_queue=12", "loss.balance=magnitude"]
 
 
 # Three CLI runs (straight, killed, resumed): with the slow tests (CI runs both). The fast suite keeps resume
 # through test_damaged_checkpoint_is_skipped_for_the_previous_one and the SIGTERM case below.
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], STAGED], ids=["default", "staged"])
+@pytest.mark.parametrize("extra", [[], STAGED, CONTRAST], ids=["default", "staged", "contrast_queue"])
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [*RUN, *extra]
