@@ -104,6 +104,6 @@ def uses_teacher(values) -> bool:
     return any(t.teacher for t in active(values))
 
 
-def feature_weights(values) -> str:
+def feature_weights() -> str:
     """ "beta, gamma, delta, contrast": the layer terms' weight keys, for messages."""
     return ", ".join(t.weight for t in TERMS if t.layers)
