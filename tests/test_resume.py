@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from fadkd.config.schema import Config, LossConfig, TaskConfig, TrainConfig
 from fadkd.errors import FadkdError
+from fadkd.losses.distill import FUNCTIONS
 from fadkd.run.checkpoint import latest_checkpoint
 from fadkd.run.guards import NonFiniteError
 from fadkd.run.train import train
@@ -131,9 +132,7 @@ def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, s
 
 def _nan_on_call(n: int):
     calls = {"count": 0}
-    from fadkd.losses import distill as losses
-
-    real = losses.mse_rows
+    real = FUNCTIONS["mse"]
 
     def mse(*args):
         calls["count"] += 1
@@ -152,7 +151,7 @@ def _nan_config(policy: str) -> Config:
 
 
 def test_nonfinite_term_stops_naming_term_pair_and_step(tmp_path, monkeypatch):
-    monkeypatch.setattr("fadkd.losses.distill.mse_rows", _nan_on_call(5))  # 2 pairs a step: step 3, pair 1
+    monkeypatch.setitem(FUNCTIONS, "mse", _nan_on_call(5))  # 2 pairs a step: step 3, pair 1
     with pytest.raises(NonFiniteError, match=r"mse at layer pair student 1 <- teacher 2 at step 3") as err:
         train(_nan_config("stop"), tmp_path)
     assert "checkpoints" in str(err.value)
@@ -161,6 +160,6 @@ def test_nonfinite_term_stops_naming_term_pair_and_step(tmp_path, monkeypatch):
 
 
 def test_nonfinite_skip_policy_skips_the_update(tmp_path, monkeypatch):
-    monkeypatch.setattr("fadkd.losses.distill.mse_rows", _nan_on_call(3))
+    monkeypatch.setitem(FUNCTIONS, "mse", _nan_on_call(3))
     metrics = train(_nan_config("skip"), tmp_path)
     assert metrics["steps"] == 4 and metrics["skipped_steps"] == 1

@@ -14,7 +14,7 @@ from torch import Tensor
 from fadkd.errors import FadkdError
 from fadkd.losses.table import TERMS
 
-TERM_NAMES = {t.name: t.title for t in TERMS}
+TERM_NAMES = {t.name: t.name if t.layers else t.title for t in TERMS}  # layer terms: "mse at layer pair ..."
 
 
 class NonFiniteError(FadkdError):
