@@ -14,6 +14,7 @@ from safetensors.torch import load_file
 
 from fadkd.config.schema import Config, LossConfig, TaskConfig, TrainConfig
 from fadkd.errors import FadkdError
+from fadkd.losses.distill import FUNCTIONS
 from fadkd.run.checkpoint import latest_checkpoint
 from fadkd.run.guards import NonFiniteError
 from fadkd.run.train import train
@@ -37,12 +38,15 @@ def _weights(run_dir, step: int) -> dict[str, torch.Tensor]:
 # resumes in stage 2 from the checkpoint of step 6, with each stage's own learning-rate schedule.
 STAGED = ["student.init=from_teacher", "student.keep_layers=[0,3]", "mapping=kept", "loss.feature_schedule=staged"]
 STAGED += ["loss.intermediate_epochs=1", "train.max_steps=7"]
+# The contrast term's queue of earlier teacher states (a buffer of the loss, saved with each checkpoint) and
+# balanced weights: the resumed run must see the same negatives and factors (issue 29).
+CONTRAST = ["loss.contrast=1", "loss.contrast_queue=12", "loss.balance=magnitude"]
 
 
 # Three CLI runs (straight, killed, resumed): with the slow tests (CI runs both). The fast suite keeps resume
 # through test_damaged_checkpoint_is_skipped_for_the_previous_one and the SIGTERM case below.
 @pytest.mark.slow
-@pytest.mark.parametrize("extra", [[], STAGED], ids=["default", "staged"])
+@pytest.mark.parametrize("extra", [[], STAGED, CONTRAST], ids=["default", "staged", "contrast_queue"])
 def test_sigkill_then_resume_equals_uninterrupted_run_bit_for_bit(tmp_path, extra):
     straight, killed = tmp_path / "straight", tmp_path / "killed"
     args = [*RUN, *extra]
@@ -128,9 +132,7 @@ def test_signal_finishes_the_step_checkpoints_and_says_how_to_resume(tmp_path, s
 
 def _nan_on_call(n: int):
     calls = {"count": 0}
-    from fadkd.losses import distill as losses
-
-    real = losses.mse_rows
+    real = FUNCTIONS["mse"]
 
     def mse(*args):
         calls["count"] += 1
@@ -149,7 +151,7 @@ def _nan_config(policy: str) -> Config:
 
 
 def test_nonfinite_term_stops_naming_term_pair_and_step(tmp_path, monkeypatch):
-    monkeypatch.setattr("fadkd.losses.distill.mse_rows", _nan_on_call(5))  # 2 pairs a step: step 3, pair 1
+    monkeypatch.setitem(FUNCTIONS, "mse", _nan_on_call(5))  # 2 pairs a step: step 3, pair 1
     with pytest.raises(NonFiniteError, match=r"mse at layer pair student 1 <- teacher 2 at step 3") as err:
         train(_nan_config("stop"), tmp_path)
     assert "checkpoints" in str(err.value)
@@ -158,6 +160,6 @@ def test_nonfinite_term_stops_naming_term_pair_and_step(tmp_path, monkeypatch):
 
 
 def test_nonfinite_skip_policy_skips_the_update(tmp_path, monkeypatch):
-    monkeypatch.setattr("fadkd.losses.distill.mse_rows", _nan_on_call(3))
+    monkeypatch.setitem(FUNCTIONS, "mse", _nan_on_call(3))
     metrics = train(_nan_config("skip"), tmp_path)
     assert metrics["steps"] == 4 and metrics["skipped_steps"] == 1

@@ -67,6 +67,15 @@ class KDTerm(Choice):
     jsd = "jsd"
     soft_ce = "soft_ce"
     uld = "uld"
+    dkd = "dkd"
+
+
+class Balance(Choice):
+    """loss.balance: fixed weights, or each term rescaled to the reference's magnitude every step
+    (fadkd/losses/balance.py)."""
+
+    none = "none"
+    magnitude = "magnitude"
 
 
 class AttnTerm(Choice):

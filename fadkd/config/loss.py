@@ -6,6 +6,7 @@ from typing import Any
 from fadkd.config.checks import ConfigError, choose
 from fadkd.config.choices import (
     AttnTerm,
+    Balance,
     FeatureNorm,
     FeatureSchedule,
     FeatureTokens,
@@ -14,8 +15,8 @@ from fadkd.config.choices import (
     ProjectionInit,
     Relation,
 )
-
-WEIGHTS = ("alpha", "beta", "gamma", "delta", "ce")
+from fadkd.losses.table import WEIGHT_KEYS as WEIGHTS  # the terms' weights: fadkd/losses/table.py
+from fadkd.losses.table import layerwise
 
 
 @dataclass
@@ -42,7 +43,7 @@ def check_weights(values: dict[str, float]) -> None:
     if not any(values[key] for key in WEIGHTS):
         raise ConfigError(
             "every loss weight is 0, so there is nothing to train: set at least one of "
-            "loss.alpha, loss.beta, loss.gamma, loss.delta, loss.ce above 0"
+            f"{', '.join(f'loss.{key}' for key in WEIGHTS)} above 0"
         )
     if values["temperature"] <= 0:
         raise ConfigError(f"loss.temperature={values['temperature']} must be > 0 (typical: 1 to 4)")
@@ -50,18 +51,27 @@ def check_weights(values: dict[str, float]) -> None:
 
 @dataclass
 class LossConfig:
-    """Weights of the objective L = α·KD + β·cos + γ·mse + δ·attn + ce·task."""
+    """Weights of the objective L = α·KD + β·cos + γ·mse + δ·attn + contrast·InfoNCE + ce·task (the terms:
+    fadkd/losses/table.py)."""
 
     alpha: float = 1.0  # KL(teacher ‖ student) on logits softened by temperature, times τ²
     temperature: float = 2.0  # τ
     beta: float = 1.0  # 1 − cos of mapped hidden states
     gamma: float = 1.0  # MSE of mapped hidden states
     delta: float = 1.0  # MSE of mapped attention maps (from fadkd's attention function on the mapped layers)
+    contrast: float = 0.0  # InfoNCE of mean-pooled, projected student states against the batch's teacher states
     ce: float = 1.0  # the task's own loss on hard labels
     shared_projection: bool = False  # one Linear for every pair instead of one per pair
     # Which α and δ terms (README, "Loss terms"; fadkd/losses/kd.py, fadkd/losses/relations.py).
-    kd: KDTerm = KDTerm.forward_kl  # forward_kl | reverse_kl | symmetric_kl | jsd | soft_ce | uld (two tokenizers)
+    kd: KDTerm = KDTerm.forward_kl  # forward_kl | reverse_kl | symmetric_kl | jsd | soft_ce | uld | dkd
     jsd_beta: float = 0.5  # kd=jsd: mixing weight β in [0, 1] (0 = forward KL, 1 = reverse KL)
+    dkd_alpha: float = 1.0  # kd=dkd: weight of the target-class part (TCKD, binary target vs rest)
+    dkd_beta: float = 8.0  # kd=dkd: weight of the non-target-class part (NCKD; Zhao et al.'s CIFAR-100 value)
+    contrast_temperature: float = 0.1  # contrast: τ_c of the cosine similarities
+    contrast_queue: int = 0  # contrast: earlier batches' teacher states kept as extra negatives (0 = in-batch only)
+    # Term weights as set (none), or every term that is on rescaled each step to the task loss's
+    # magnitude (KD's without ce), its factor detached and logged (magnitude; ModelOpt's balancer).
+    balance: Balance = Balance.none  # none | magnitude
     attn: AttnTerm = AttnTerm.maps  # maps (MSE of attention maps) | relations (MiniLMv2 Q/K/V relations, KL)
     relation_heads: int | None = None  # attn=relations: relation heads (null = the teacher's attention heads)
     relations: list[str] = field(default_factory=lambda: ["qq", "kk", "vv"])  # attn=relations: which ones
@@ -93,13 +103,19 @@ class LossConfig:
         self.feature_norm = choose(FeatureNorm, "loss.feature_norm", self.feature_norm)
         self.feature_schedule = choose(FeatureSchedule, "loss.feature_schedule", self.feature_schedule)
         _check_schedule(self)
+        self.balance = choose(Balance, "loss.balance", self.balance)
+        if self.balance == Balance.magnitude and not (self.ce > 0 or self.alpha > 0):
+            raise ConfigError(
+                "loss.balance=magnitude rescales every term to the task loss (ce) or KD (alpha): set one of them "
+                "above 0, or loss.balance=none"
+            )
         if self.projection_lr is not None and not self.projection_lr > 0:
             raise ConfigError(f"loss.projection_lr={self.projection_lr} must be > 0, or null to use train.lr")
 
     @property
     def layerwise(self) -> bool:
-        """True when any term compares hidden states or attention maps position by position."""
-        return self.beta > 0 or self.gamma > 0 or self.delta > 0
+        """True when any term reads the mapped layers (fadkd/losses/table.py has the one rule)."""
+        return layerwise(self)
 
 
 def _check_terms(cfg: LossConfig) -> None:
@@ -130,8 +146,8 @@ def _check_schedule(cfg: LossConfig) -> None:
         )
     if staged and not (cfg.layerwise and (cfg.alpha > 0 or cfg.ce > 0)):
         raise ConfigError(
-            "loss.feature_schedule=staged trains β, γ, δ first, then α and ce: set some of beta, gamma, delta "
-            "and some of alpha, ce above 0"
+            "loss.feature_schedule=staged trains β, γ, δ first, then α and ce: set some of beta, gamma, delta, "
+            "contrast and some of alpha, ce above 0"
         )
     if not 0 < cfg.feature_until <= 1:
         raise ConfigError(f"loss.feature_until={cfg.feature_until} must be in (0, 1]: a share of the steps")

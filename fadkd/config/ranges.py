@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fadkd.config.checks import ConfigError
+from fadkd.losses.table import WEIGHT_KEYS
 
 SEED_MAX = 2**32 - 1  # numpy's seeds are 32-bit
 
@@ -75,12 +76,14 @@ RANGES: dict[str, Range] = {
     "task.prompt_fraction": Range(low=0, high=1, low_open=True, high_open=True, means="a share of each text"),
     "task.max_new_tokens": Range(low=1, means="generated tokens per held-out text"),
     "task.eval_samples": Range(low=1, null=True, means="held-out texts to generate for"),
-    "loss.alpha": WEIGHT,
+    **{f"loss.{key}": WEIGHT for key in WEIGHT_KEYS},  # one per term of fadkd/losses/table.py
     "loss.temperature": Range(low=0, low_open=True, means="the softmax temperature τ (typical: 1 to 4)"),
-    "loss.beta": WEIGHT,
-    "loss.gamma": WEIGHT,
-    "loss.delta": WEIGHT,
-    "loss.ce": WEIGHT,
+    "loss.dkd_alpha": Range(low=0, means="the weight of DKD's target-class part"),
+    "loss.dkd_beta": Range(low=0, means="the weight of DKD's non-target-class part"),
+    "loss.contrast_temperature": Range(
+        low=0, low_open=True, means="the contrast term's temperature (typical: 0.05 to 1)"
+    ),
+    "loss.contrast_queue": Range(low=0, means="teacher states kept as extra negatives (0 = none)"),
     "loss.jsd_beta": Range(low=0, high=1, means="the mixing weight of JSD"),
     "loss.relation_heads": Range(low=1, null=True, means="relation heads"),
     "loss.projection_lr": Range(low=0, low_open=True, null=True, means="the projections' learning rate"),

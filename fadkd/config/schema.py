@@ -23,6 +23,7 @@ from fadkd.config.model import ModelConfig
 from fadkd.config.ranges import check_ranges
 from fadkd.config.task import TaskConfig
 from fadkd.config.train import CacheConfig, TrainConfig
+from fadkd.losses.table import feature_weights, uses_teacher
 
 # The sections, importable from here as before the schema was split by section.
 __all__ = [
@@ -61,10 +62,10 @@ class Config:
         t = self.task
         unlabelled = [f"{k}={v}" for k, v in (("task.augment", t.augment), ("task.unlabelled_rows", t.unlabelled_rows),
                       ("task.unlabelled_file", t.unlabelled_file)) if v]  # fmt: skip
-        if unlabelled and not (self.loss.alpha > 0 or self.loss.layerwise):
+        if unlabelled and not uses_teacher(self.loss):
             raise ConfigError(
                 f"{unlabelled[0]} adds rows without hard labels, which only a teacher term can "
-                "learn from; set loss.alpha (or beta, gamma, delta) above 0, or leave them out"
+                f"learn from; set loss.alpha (or {feature_weights()}) above 0, or leave them out"
             )
         if self.loss.projection_init == "channels" and self.student.init != "pruned" and self.student.path is None:
             raise ConfigError(

@@ -1,10 +1,12 @@
 """The objective: the weighted combination of the loss terms, and the learned projections.
 
 L = α·τ²·KL(p_t ‖ p_s) + ce·task
-    + Σ_l λ_l [β·(1 − cos(F_T, P F_S)) + γ·‖F_T − P F_S‖² + δ·‖A_T − A_S‖²]
+    + Σ_l λ_l [β·(1 − cos(F_T, P F_S)) + γ·‖F_T − P F_S‖² + δ·‖A_T − A_S‖² + contrast·InfoNCE(P F̄_S, F̄_T)]
 
-The α term may be another divergence (loss.kd, fadkd/losses/kd.py) and the δ term MiniLMv2
-relations instead of maps (loss.attn=relations, fadkd/losses/relations.py); TermChoice says which.
+The terms and their weights are the records of fadkd/losses/table.py. The α term may be another
+divergence (loss.kd, fadkd/losses/kd.py; dkd: fadkd/losses/dkd.py) and the δ term MiniLMv2 relations
+instead of maps (loss.attn=relations, fadkd/losses/relations.py); TermChoice says which. The contrast
+term is fadkd/losses/contrast.py; loss.balance=magnitude rescales the terms (fadkd/losses/balance.py).
 
 All terms are computed in float32 (inputs are upcast) so bf16/fp16 models do not lose
 precision in reductions. Masks use 1/True for real tokens. Masked positions never affect
@@ -15,49 +17,32 @@ attention implementation, tokenizers) raise FadkdError; shape mismatches are bug
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
 from typing import TYPE_CHECKING
 
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from fadkd.config.loss import check_weights
 from fadkd.errors import FadkdError
+from fadkd.losses import contrast as contrast_terms
+from fadkd.losses import kd as kd_terms
+from fadkd.losses import terms as row_terms
+from fadkd.losses.balance import balance_factors
+from fadkd.losses.contrast import contrastive_loss, pool_real
+from fadkd.losses.dkd import lm_targets
 from fadkd.losses.kd import TermChoice, kd_label
 from fadkd.losses.kd import forward_kl as kd_kl  # noqa: F401  (Hinton KD, the default α term; re-exported)
 from fadkd.losses.mapping import LayerPair, pair_key
 from fadkd.losses.relations import check_relation_heads, relation_loss
-from fadkd.losses.terms import attention_loss, cosine_rows, feature_tokens, mse_rows, real_mask, task_loss
+from fadkd.losses.table import BY_NAME, TERMS, feature_weights, positional, reads
+from fadkd.losses.terms import attention_loss, feature_tokens, real_mask
+from fadkd.losses.weights import LossWeights  # re-exported: the objective's weights
 
 if TYPE_CHECKING:
     from fadkd.models.capture import Outputs
 
-
-@dataclass(frozen=True)
-class LossWeights:
-    """Weights of the objective; plain values (the config converts into this)."""
-
-    alpha: float = 1.0  # KD on logits
-    temperature: float = 2.0
-    beta: float = 0.0  # cosine feature alignment
-    gamma: float = 0.0  # MSE feature alignment
-    delta: float = 0.0  # attention alignment
-    ce: float = 1.0  # task loss on labels
-
-    def __post_init__(self) -> None:
-        for f in fields(self):  # stored as float so ints from a config print as 1.0 in the formula
-            value = float(getattr(self, f.name))
-            if not math.isfinite(value):  # the config's ranges catch these before a run; code may not
-                raise FadkdError(f"loss.{f.name}={value} is not a finite number")
-            object.__setattr__(self, f.name, value)
-        check_weights({f.name: getattr(self, f.name) for f in fields(self)})  # the config's own check
-
-    @property
-    def layerwise(self) -> bool:
-        """Whether any hidden-state/attention term is active."""
-        return self.beta > 0 or self.gamma > 0 or self.delta > 0
+MODULES = {"kd": kd_terms, "terms": row_terms, "contrast": contrast_terms}
+FUNCTIONS = {t.name: getattr(MODULES[t.fn.split(".")[0]], t.fn.split(".")[1]) for t in TERMS}  # each record's
 
 
 def _layer(record: dict, idx: int, who: str, kind: str) -> Tensor:
@@ -102,7 +87,8 @@ class DistillLoss(nn.Module):
         self.is_regression = is_regression
         if w.layerwise and not self.pairs:
             raise FadkdError(
-                "loss.beta/gamma/delta > 0 but no layer pair has λ > 0; give a pair λ > 0 or set them to 0"
+                f"some of loss.{feature_weights().replace(', ', '/')} > 0 but no layer pair has λ > 0; give a pair "
+                "λ > 0 or set them to 0"
             )
         # Layer 0 is the embedding output, which has no attention map.
         self.attn_pairs = [p for p in self.pairs if p.student and p.teacher]
@@ -116,8 +102,12 @@ class DistillLoss(nn.Module):
             widths |= {f"teacher layer {p.teacher}": teacher_widths.get(p.teacher, 0) for p in self.attn_pairs}
             check_relation_heads(c.relation_heads, {k: v for k, v in widths.items() if v})
         self.projections = nn.ModuleDict()
-        if w.beta == 0 and w.gamma == 0:
+        if not reads(w, "hidden"):
             return
+        if w.contrast > 0 and w.contrast_queue > 0:  # earlier teacher states, newest first (saved with the run)
+            for p in self.pairs:
+                self.register_buffer(f"queue_{pair_key(p)}", torch.zeros(w.contrast_queue, teacher_widths[p.teacher]))
+                self.register_buffer(f"queued_{pair_key(p)}", torch.zeros((), dtype=torch.long))
         if c.feature_norm == "standardize":  # per teacher layer: [mean; std] of its dimensions (fit_feature_norm)
             for t in sorted({p.teacher for p in self.pairs}):
                 width = teacher_widths.get(t)
@@ -154,44 +144,34 @@ class DistillLoss(nn.Module):
         feature_scale: float = 1.0,
         prediction_scale: float = 1.0,
     ) -> tuple[Tensor, dict[str, Tensor]]:
-        """Return (total, terms); terms are unweighted detached scalars.
+        """Return (total, terms); terms are unweighted detached scalars, keyed by the table's names.
 
-        Only terms with weight > 0 are computed and reported. Feature/attention terms
-        are λ-weighted sums over pairs; per-pair values are under "cos/s2_t4",
-        "mse/s2_t4", "attn/s2_t4". For regression (one output) the kd term is the MSE
-        between student and teacher logits: a single output defines no distribution to
-        take a KL over. For causal-LM logits [B, L, V] kd and ce use the token mask.
+        Only terms with weight > 0 are computed and reported. Layer terms are λ-weighted sums over
+        pairs; per-pair values are under "cos/s2_t4", "mse/s2_t4", "attn/s2_t4", "contrast/s2_t4". For
+        regression (one output) the kd term is the MSE between student and teacher logits: a single
+        output defines no distribution to take a KL over. For causal-LM logits [B, L, V] kd and ce use
+        the token mask. With loss.balance=magnitude each term's factor is under "balance_<name>".
 
-        feature_scale multiplies β, γ, δ and prediction_scale α and ce, for this call (the step's
+        feature_scale multiplies the layer terms and prediction_scale α and ce, for this call (the step's
         factors of loss.feature_schedule, fadkd/losses/spec.py). At 0 the terms are still computed, so
         every projection keeps a (zero) gradient, as DDP expects.
         """
         w = self.weights
         terms: dict[str, Tensor] = {}
-        weighted: list[Tensor] = []
-
-        def add(name: str, weight: float, value: Tensor) -> None:
-            terms[name] = value.detach()
-            weighted.append(weight * value)
-
+        values: dict[str, Tensor] = {}  # unweighted, with their graphs
         if w.alpha > 0:
-            if self.is_regression:
-                kd = F.mse_loss(student.logits.float().squeeze(-1), teacher.logits.detach().float().squeeze(-1))
-            else:
-                kd = self.choice.output_term(student, teacher, w.temperature)
-            add("kd", w.alpha * prediction_scale, kd)
+            values["kd"] = self._kd(student, teacher, labels)
         if w.layerwise:
             same = student.mask.shape == teacher.mask.shape and torch.equal(student.mask != 0, teacher.mask != 0)
-            if not same:
+            if positional(w) and not same:
                 raise FadkdError(
                     "student and teacher token masks differ, so their positions do not line up; hidden-state and "
                     "attention alignment need tokenizers that give the same tokens (or set beta, gamma, delta to 0)"
                 )
             sums = self._feature_terms(student, teacher, terms)
             sums |= self._attention_terms(student, teacher, terms)
-            for name, weight in (("cos", w.beta), ("mse", w.gamma), ("attn", w.delta)):
-                if weight > 0:
-                    add(name, weight * feature_scale, sums[name])
+            sums |= self._contrast_terms(student, teacher, terms)
+            values |= {t.name: sums[t.name] for t in TERMS if t.layers and getattr(w, t.weight) > 0}
         if w.ce > 0:
             if labels is None:
                 raise FadkdError(
@@ -199,14 +179,42 @@ class DistillLoss(nn.Module):
                 )
             if student.logits.dim() == 3:  # causal LM: never train on padding
                 labels = labels.masked_fill(student.mask == 0, -100)
-            add("ce", w.ce * prediction_scale, task_loss(student.logits, labels, self.is_regression))
-        total = torch.stack(weighted).sum()
-        return total, terms
+            values["ce"] = FUNCTIONS["ce"](student.logits, labels, self.is_regression)
+        return self.combine(values, terms, feature_scale, prediction_scale), terms
+
+    def combine(self, values: dict[str, Tensor], terms: dict, feature_scale: float, prediction_scale: float) -> Tensor:
+        """Σ weight × value in the table's order (a name without a record is refused: the table is the one place
+        a term is named); the unweighted values, and the balancer's factors, into `terms`."""
+        unknown = sorted(set(values) - set(BY_NAME))
+        if unknown:
+            raise ValueError(f"loss terms {unknown} have no record in fadkd/losses/table.py")
+        scale = {"feature": feature_scale, "prediction": prediction_scale}
+        factors = balance_factors(self.weights.balance, values)
+        weighted: list[Tensor] = []
+        for t in (t for t in TERMS if t.name in values):
+            terms[t.name] = values[t.name].detach()
+            weight = getattr(self.weights, t.weight) * scale[t.stage]
+            if t.name in factors:
+                terms[f"balance_{t.name}"] = factors[t.name]
+                weight = weight * factors[t.name]
+            weighted.append(weight * values[t.name])
+        return torch.stack(weighted).sum()
+
+    def _kd(self, student: Outputs, teacher: Outputs, labels: Tensor | None) -> Tensor:
+        """The α term; kd=dkd reads its target from the labels (causal LMs: the next token's)."""
+        if self.is_regression:
+            return F.mse_loss(student.logits.float().squeeze(-1), teacher.logits.detach().float().squeeze(-1))
+        target = labels if self.choice.kd == "dkd" else None
+        if target is not None and student.logits.dim() == 3:
+            target = lm_targets(target.masked_fill(student.mask == 0, -100), student.mask.shape)
+        return self.choice.output_term(student, teacher, self.weights.temperature, target)
 
     def _feature_terms(self, student: Outputs, teacher: Outputs, terms: dict) -> dict[str, Tensor]:
         """β and γ: λ-weighted sums over pairs of cosine / MSE on real tokens; per-pair values into `terms`."""
         w = self.weights
-        fns = [(name, fn) for name, weight, fn in (("cos", w.beta, cosine_rows), ("mse", w.gamma, mse_rows)) if weight]
+        fns = [
+            (t.name, FUNCTIONS[t.name]) for t in TERMS if t.reads == "hidden" and t.positional and getattr(w, t.weight)
+        ]
         feature_real = feature_tokens(student.mask, self.choice.feature_tokens)  # δ sees every real token
         sums: dict[str, Tensor] = {}
         for p in self.pairs if fns else []:
@@ -243,13 +251,46 @@ class DistillLoss(nn.Module):
             sums["attn"] = sums.get("attn", 0.0) + p.weight * value
         return sums
 
+    def _contrast_terms(self, student: Outputs, teacher: Outputs, terms: dict) -> dict[str, Tensor]:
+        """contrast: λ-weighted sum over pairs of InfoNCE on pooled states (fadkd/losses/contrast.py)."""
+        w, sums = self.weights, {}
+        s_real = feature_tokens(student.mask, self.choice.feature_tokens)
+        t_real = feature_tokens(teacher.mask, self.choice.feature_tokens)
+        for p in self.pairs if w.contrast > 0 else []:
+            hs = _layer(student.hidden, p.student, "student", "hidden states")
+            ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
+            pooled_s = self._project(p, pool_real(hs, s_real))  # P is affine: P(mean) = mean(P rows)
+            pooled_t = pool_real(ht.detach(), t_real)
+            queue = self._queue(pair_key(p), pooled_t)
+            value = contrastive_loss(pooled_s, pooled_t, w.contrast_temperature, queue)
+            terms[f"contrast/{pair_key(p)}"] = value.detach()
+            sums["contrast"] = sums.get("contrast", 0.0) + p.weight * value
+        return sums
+
+    def _queue(self, key: str, newest: Tensor) -> Tensor | None:
+        """The queue's filled rows (the negatives for this call), then `newest` pushed in front (FIFO)."""
+        queue = getattr(self, f"queue_{key}", None)
+        if queue is None:
+            return None
+        filled = int(getattr(self, f"queued_{key}"))
+        n, kept = len(queue), max(len(queue) - len(newest), 0)  # a new tensor of its own (safetensors saves it)
+        setattr(self, f"queue_{key}", torch.cat([newest[:n].to(queue.dtype), queue[:kept]]))
+        setattr(self, f"queued_{key}", torch.clamp(getattr(self, f"queued_{key}") + len(newest), max=len(queue)))
+        return queue[:filled]
+
     def __str__(self) -> str:
         w = self.weights
         c = self.choice
-        kd = "MSE(logits)" if self.is_regression else kd_label(c.kd, w.temperature, c.jsd_beta)
-        named = ((kd, w.alpha), ("cos", w.beta), ("mse", w.gamma), (c.attn_label(), w.delta))
-        parts = [f"{v}*{name}" for name, v in (*named, ("ce", w.ce)) if v > 0]
+        labels = {
+            "kd": "MSE(logits)" if self.is_regression else kd_label(c.kd, w.temperature, c.jsd_beta, c.dkd_weights),
+            "attn": c.attn_label(),
+            "contrast": f"InfoNCE(τ={w.contrast_temperature}"
+            + (f", queue {w.contrast_queue})" if w.contrast_queue else ")"),
+        }
+        parts = [f"{getattr(w, t.weight)}*{labels.get(t.name, t.label)}" for t in TERMS if getattr(w, t.weight) > 0]
         text = "L = " + " + ".join(parts)
+        if w.balance != "none":
+            text += f" [balance={w.balance}: each term × |{'ce' if w.ce > 0 else 'kd'}| / |term|, detached]"
         # λ only matters when a layer term is active.
         if w.layerwise and any(p.weight != 1.0 for p in self.all_pairs):
             lams = (f"s{p.student}→t{p.teacher}={p.weight}" for p in self.all_pairs)

@@ -1,4 +1,4 @@
-"""Output-distribution terms (the α term): `loss.kd=forward_kl|reverse_kl|symmetric_kl|jsd|soft_ce|uld`.
+"""Output-distribution terms (the α term): `loss.kd=forward_kl|reverse_kl|symmetric_kl|jsd|soft_ce|uld|dkd`.
 
 Every term takes logits [..., V] ([B, C] for classification, [B, L, V] for causal LMs) and an
 optional mask [...] over the leading positions (1/True = counted; None = every position), softens
@@ -18,6 +18,7 @@ arithmetic, so padding garbage (NaN, inf) changes neither the value nor a gradie
                Not zero for identical distributions: it equals τ²·H(p_t) there, its minimum over
                the student; its gradient with respect to the student is forward_kl's.
 - uld          Universal Logit Distillation (Boizard et al. 2024), for tokenizers that differ: see `uld`.
+- dkd          Decoupled KD (Zhao et al. 2022): target and non-target parts weighted apart (fadkd/losses/dkd.py).
 
 A sparse teacher (the causal-LM cache, fadkd/teacher/lm_cache.py) gives per position only its k most likely
 tokens and the probability mass of the rest: see `TopK` and `sparse_kd_term`.
@@ -32,8 +33,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld")
-KL_FAMILY = KD_TERMS[:-1]  # token-level: one vocabulary, position by position
+from fadkd.losses.dkd import dkd
+
+KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld", "dkd")
+KL_FAMILY = KD_TERMS[:5]  # token-level divergences a top-k teacher determines (dkd needs the full target entry)
 
 
 def _soften(student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None):
@@ -240,8 +243,12 @@ def kd_term(
     student_mask: Tensor | None = None,
     teacher_mask: Tensor | None = None,
     jsd_beta: float = 0.5,
+    target: Tensor | None = None,
+    dkd_weights: tuple[float, float] = (1.0, 8.0),
 ) -> Tensor:
-    """The configured α term. Token-level terms use the student's mask (both sides share positions)."""
+    """The configured α term. Token-level terms use the student's mask; dkd reads `target` and its (a, b)."""
+    if kind == "dkd":  # target -100 / None: the teacher's argmax (fadkd/losses/dkd.py)
+        return dkd(student_logits, teacher_logits, temperature, student_mask, target, *dkd_weights)
     if kind == "uld":
         return uld(student_logits, teacher_logits, temperature, student_mask, teacher_mask)
     if kind == "jsd":
@@ -252,11 +259,13 @@ def kd_term(
     return functions[kind](student_logits, teacher_logits, temperature, student_mask)
 
 
-def kd_label(kind: str, temperature: float, jsd_beta: float) -> str:
-    """The term's name in the printed formula, e.g. KL(τ=2.0) or JSD(β=0.5, τ=2.0)."""
+def kd_label(kind: str, temperature: float, jsd_beta: float, dkd_weights: tuple[float, float] = (1.0, 8.0)) -> str:
+    """The term's name in the printed formula, e.g. KL(τ=2.0), JSD(β=0.5, τ=2.0) or DKD(a=1.0, b=8.0, τ=2.0)."""
     names = {"forward_kl": "KL", "reverse_kl": "RKL", "symmetric_kl": "SKL", "soft_ce": "softCE", "uld": "ULD"}
     if kind == "jsd":
         return f"JSD(β={jsd_beta}, τ={temperature})"
+    if kind == "dkd":
+        return f"DKD(a={dkd_weights[0]}, b={dkd_weights[1]}, τ={temperature})"
     return f"{names[kind]}(τ={temperature})"
 
 
@@ -272,18 +281,18 @@ class TermChoice:
     kd_vocab: int | None = None  # compare only the first kd_vocab logits (padded vocabularies)
     feature_tokens: str = "all"  # the β / γ terms on all real tokens, or on the first one only
     feature_norm: str = "none"  # none | standardize (β / γ on per-dimension standardised teacher states)
+    dkd_weights: tuple[float, float] = (1.0, 8.0)  # kd=dkd: (a, b) on its target / non-target parts
 
     @classmethod
     def from_config(cls, loss, teacher_heads: int | None, kd_vocab: int | None = None) -> TermChoice:
         heads = loss.relation_heads or teacher_heads or 1
-        relations = tuple(loss.relations)
         return cls(
-            loss.kd, float(loss.jsd_beta), loss.attn, int(heads), relations, kd_vocab, loss.feature_tokens,
-            loss.feature_norm,
+            loss.kd, float(loss.jsd_beta), loss.attn, int(heads), tuple(loss.relations), kd_vocab, loss.feature_tokens,
+            loss.feature_norm, (float(loss.dkd_alpha), float(loss.dkd_beta)),
         )  # fmt: skip
 
-    def output_term(self, student, teacher, temperature: float) -> Tensor:
-        """The α term on two Outputs: token-level on [B, L, V] (token masks), per row on [B, C]."""
+    def output_term(self, student, teacher, temperature: float, target: Tensor | None = None) -> Tensor:
+        """The α term on two Outputs: token-level on [B, L, V] (token masks), per row on [B, C] (dkd: `target`)."""
         sparse = getattr(teacher, "topk", None)  # the causal-LM cache: top-k ids, log-probs, tail
         if sparse is not None:  # its ids and log-probs were taken over the first kd_vocab logits
             s_logits = student.logits if self.kd_vocab is None else student.logits[..., : self.kd_vocab]
@@ -291,9 +300,9 @@ class TermChoice:
         s_logits, t_logits = student.logits, teacher.logits.detach()
         if self.kd_vocab is not None:  # the padding entries past the real vocabulary never count
             s_logits, t_logits = s_logits[..., : self.kd_vocab], t_logits[..., : self.kd_vocab]
-        causal = s_logits.dim() == 3
-        s_mask, t_mask = (student.mask, teacher.mask) if causal else (None, None)
-        return kd_term(self.kd, s_logits, t_logits, temperature, s_mask, t_mask, self.jsd_beta)
+        s_mask, t_mask = (student.mask, teacher.mask) if s_logits.dim() == 3 else (None, None)  # causal LM
+        term = (self.kd, s_logits, t_logits, temperature, s_mask, t_mask, self.jsd_beta, target, self.dkd_weights)
+        return kd_term(*term)
 
     def attn_label(self) -> str:
         if self.attn == "maps":

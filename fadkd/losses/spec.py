@@ -14,10 +14,12 @@ from fadkd.errors import FadkdError
 from fadkd.losses.distill import LossWeights
 from fadkd.losses.kd import TermChoice
 from fadkd.losses.mapping import LayerPair, build_mapping
+from fadkd.losses.table import WEIGHT_KEYS, reads
+from fadkd.losses.table import uses_teacher as reads_teacher
 from fadkd.models.capture import Layers, layers_to_capture
 from fadkd.models.shrink import kept_pairs
 
-WEIGHTS = ("alpha", "temperature", "beta", "gamma", "delta", "ce")
+WEIGHTS = (*WEIGHT_KEYS, "temperature", "contrast_temperature", "contrast_queue", "balance")  # LossWeights
 
 
 def feature_scale(schedule: str, until: float, step: int, total_steps: int, stage1_steps: int = 0) -> float:
@@ -46,12 +48,12 @@ def prediction_scale(schedule: str, step: int, stage1_steps: int) -> float:
 
 def uses_teacher(cfg: Config) -> bool:
     """Whether any term reads the teacher (known before any model is loaded)."""
-    return cfg.loss.alpha > 0 or cfg.loss.layerwise
+    return reads_teacher(cfg.loss)
 
 
 def records_attention(cfg: Config) -> bool:
     """Whether the models run fadkd's attention function (δ reads maps or query/key/value)."""
-    return cfg.loss.delta > 0
+    return reads(cfg.loss, "attentions")
 
 
 @dataclass(frozen=True)
@@ -67,8 +69,13 @@ class LossSpec:
 
     @property
     def features(self) -> bool:
-        """β or γ: hidden states of the mapped layers."""
-        return self.weights.beta > 0 or self.weights.gamma > 0
+        """Some term reads the hidden states of the mapped layers (β, γ, contrast)."""
+        return reads(self.weights, "hidden")
+
+    @property
+    def attention(self) -> bool:
+        """Some term reads the mapped layers' attention maps or query/key/value (δ)."""
+        return reads(self.weights, "attentions")
 
     @property
     def layerwise(self) -> bool:
@@ -108,8 +115,8 @@ def build_spec(cfg: Config, student_depth: int, teacher_shape: dict | None, kd_v
             strategy, student_depth, teacher_shape["layers"], explicit, m.layer_weights, m.include_embeddings
         )
     relations = loss.attn == "relations"
-    features = weights.beta > 0 or weights.gamma > 0
-    student_layers, teacher_layers = layers_to_capture(pairs, features, weights.delta > 0, relations)
+    features, attention = reads(weights, "hidden"), reads(weights, "attentions")
+    student_layers, teacher_layers = layers_to_capture(pairs, features, attention, relations)
     return LossSpec(
         weights=weights,
         choice=TermChoice.from_config(loss, (teacher_shape or {}).get("heads"), kd_vocab),

@@ -4,7 +4,8 @@ For a run folder (written to <run>/plots/):
   loss_terms.png  every loss term over steps, unweighted and weighted (term × its weight);
   layer_pairs.png each layer pair's feature / attention loss at the first vs the last logged
                   step: did alignment improve at every pair?
-  dev_metric.png  dev metrics over steps (evals.jsonl), the teacher's score as a reference.
+  dev_metric.png  dev metrics over steps (evals.jsonl), the teacher's score as a reference;
+  balance.png     loss.balance=magnitude: each term's factor over steps (steps.jsonl balance_<term>).
 For a multirun folder, each run's plots plus <multirun>/plots/sweep.png: the dev main metric
 against every swept value.
 
@@ -25,18 +26,14 @@ from matplotlib.ticker import MaxNLocator  # noqa: E402
 from omegaconf import OmegaConf  # noqa: E402
 
 from fadkd.errors import FadkdError  # noqa: E402
+from fadkd.losses.table import TERMS  # noqa: E402
 from fadkd.report.runs import find_runs, overrides_of, read_metrics  # noqa: E402
 
 # Logged term -> the loss weight that multiplies it (config.yaml, loss.<weight>).
-TERM_WEIGHTS = {"kd": "alpha", "cos": "beta", "mse": "gamma", "attn": "delta", "ce": "ce"}
-TERM_LABELS = {
-    "kd": "kd (logits)",
-    "cos": "cos (1−cos)",
-    "mse": "mse (hidden)",
-    "attn": "attn (maps)",
-    "ce": "ce (task)",
-}
-TERM_COLORS = {"kd": "tab:blue", "cos": "tab:orange", "mse": "tab:green", "attn": "tab:red", "ce": "tab:purple"}
+TERM_WEIGHTS = {t.name: t.weight for t in TERMS}
+TERM_LABELS = {t.name: t.title for t in TERMS}
+TERM_COLORS = {t.name: t.color for t in TERMS}
+LAYER_TERMS = tuple(t.name for t in TERMS if t.layers)  # logged per layer pair too
 # Overrides that name the idea of a run go first in titles; the ones that size it follow.
 IDEA_KEYS = ("experiment", "loss", "mapping", "teacher", "student", "task=", "cache")
 # Overrides that hold paths or only shrink a run: left out of titles, they name no idea.
@@ -61,7 +58,7 @@ def run_title(run: Path) -> str:
 def loss_weights(run: Path) -> dict[str, float]:
     """Each term's weight from the run's composed config (config.yaml)."""
     loss = OmegaConf.load(run / "config.yaml").loss
-    return {term: float(loss[key]) for term, key in TERM_WEIGHTS.items()}
+    return {term: float(loss.get(key, 0.0)) for term, key in TERM_WEIGHTS.items()}  # a key newer than the run: 0
 
 
 def _figure(ncols: int, title: str, width: float = 6.5, height: float = 4.5):
@@ -98,14 +95,20 @@ def plot_loss_terms(run: Path, steps: list[dict], out: Path) -> Path:
     terms = [t for t in TERM_WEIGHTS if any(t in row for row in steps)]
     x = [row["step"] for row in steps]
     fig, (raw, weighted) = _figure(2, f"Loss terms — {run_title(run)}")
+
+    def scaled(row: dict, t: str) -> float:  # what the optimiser saw: × loss.balance's factor when logged
+        return weights[t] * row.get(f"balance_{t}", 1.0) * row.get(t, float("nan"))
+
     for term in terms:
         ys = [row.get(term, float("nan")) for row in steps]
         color = TERM_COLORS[term]  # the same colour for a term in every plot
         raw.plot(x, ys, marker=".", color=color, label=TERM_LABELS[term])
-        weighted.plot(x, [weights[term] * y for y in ys], marker=".", color=color, label=f"{weights[term]:g} × {term}")
+        weighted.plot(
+            x, [scaled(row, term) for row in steps], marker=".", color=color, label=f"{weights[term]:g} × {term}"
+        )
     weighted.plot(x, [row["loss"] for row in steps], "k--", label="total L")
     _use_log_scale(raw, [[row[t] for row in steps if t in row] for t in terms])
-    _use_log_scale(weighted, [[weights[t] * row[t] for row in steps if t in row] for t in terms])
+    _use_log_scale(weighted, [[scaled(row, t) for row in steps if t in row] for t in terms])
     raw.set_title("unweighted terms")
     weighted.set_title("weighted (term × weight), and the total")
     for ax in (raw, weighted):
@@ -129,7 +132,7 @@ def pair_terms(row: dict) -> dict[str, dict[str, float]]:
 def plot_layer_pairs(run: Path, steps: list[dict], out: Path) -> Path | None:
     """First vs last logged value of each pair's term; None when no layer term was on."""
     first, last = pair_terms(steps[0]), pair_terms(steps[-1])
-    kinds = [k for k in ("cos", "mse", "attn") if k in first and k in last]
+    kinds = [k for k in LAYER_TERMS if k in first and k in last]
     if not kinds:
         return None
     start, end = steps[0]["step"], steps[-1]["step"]
@@ -153,6 +156,24 @@ def plot_layer_pairs(run: Path, steps: list[dict], out: Path) -> Path | None:
         ax.grid(axis="y", alpha=0.3)
         ax.legend(fontsize=9, loc="upper left", ncol=2)
     return _save(fig, out / "layer_pairs.png")
+
+
+def plot_balance(run: Path, steps: list[dict], out: Path) -> Path | None:
+    """loss.balance's factor on each term over steps; None when the run logged none."""
+    terms = [t for t in TERM_WEIGHTS if any(f"balance_{t}" in row for row in steps)]
+    if not terms:
+        return None
+    fig, (ax,) = _figure(1, f"Balance factors (|reference| / |term|, detached) — {run_title(run)}", width=8)
+    for term in terms:
+        rows = [row for row in steps if f"balance_{term}" in row]
+        ys = [r[f"balance_{term}"] for r in rows]
+        ax.plot([r["step"] for r in rows], ys, marker=".", color=TERM_COLORS[term], label=TERM_LABELS[term])
+    _use_log_scale(ax, [[r[f"balance_{t}"] for r in steps if f"balance_{t}" in r] for t in terms])
+    _step_axis(ax)
+    ax.set_ylabel("factor on the term")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=9)
+    return _save(fig, out / "balance.png")
 
 
 def plot_dev_metric(run: Path, evals: list[dict], metrics: dict, out: Path) -> Path | None:
@@ -188,6 +209,7 @@ def plot_run(run: Path) -> list[Path]:
         )
     out = run / "plots"
     written = [plot_loss_terms(run, steps, out), plot_layer_pairs(run, steps, out)] if steps else []
+    written += [plot_balance(run, steps, out)] if steps else []
     written.append(plot_dev_metric(run, evals, metrics, out))
     return [p for p in written if p is not None]
 

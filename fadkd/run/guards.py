@@ -12,8 +12,9 @@ import time
 from torch import Tensor
 
 from fadkd.errors import FadkdError
+from fadkd.losses.table import TERMS
 
-TERM_NAMES = {"kd": "KL (logits)", "cos": "cos", "mse": "mse", "attn": "attn", "ce": "ce (task loss)"}
+TERM_NAMES = {t.name: t.name if t.layers else t.title for t in TERMS}  # layer terms: "mse at layer pair ..."
 
 
 class NonFiniteError(FadkdError):

@@ -12,16 +12,17 @@ import json
 from pathlib import Path
 
 from fadkd.errors import FadkdError
+from fadkd.losses.table import TERMS
 
 LOGGERS = ("jsonl", "tensorboard", "none")
-LOSS_TERMS = ("kd", "cos", "mse", "attn", "ce")
+LOSS_TERMS = tuple(t.name for t in TERMS)
 
 
 def tensorboard_tag(key: str) -> str:
     """Group the scalars the way one reads them: loss terms, per-pair terms, training state."""
     if key == "loss":
         return "loss/total"
-    if key in LOSS_TERMS:
+    if key in LOSS_TERMS or key.startswith("balance_"):  # balance_<term>: loss.balance's factor
         return f"loss/{key}"
     if "/" in key:
         return f"pair/{key}"

@@ -70,7 +70,7 @@ def glue_teacher(cfg: Config, spec: LossSpec, task, shape, collator, train_rows,
     """
     if collator.table is not None:  # tokenizers that differ: refuse before any teacher work, not at step 1
         check_alignment(collator, train_rows)
-    maps = spec.weights.delta > 0
+    maps = spec.attention  # δ reads maps (or query/key/value)
     if cfg.cache.enabled and maps and spec.choice.attn == "relations":
         raise CacheError(
             "cache.enabled=true with loss.attn=relations: the teacher cache stores hidden states and attention "

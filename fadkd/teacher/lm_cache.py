@@ -62,8 +62,9 @@ def check_lm_cache_config(cfg: Config) -> None:
     if cfg.loss.alpha > 0 and cfg.loss.kd not in KL_FAMILY:
         raise CacheError(
             f"cache.enabled=true with loss.kd={cfg.loss.kd}: the causal-LM cache keeps the teacher's top "
-            f"{cfg.cache.top_k} tokens and the mass of the rest, and {cfg.loss.kd} compares whole sorted "
-            f"distributions across tokenizers; use one of {', '.join(KL_FAMILY)} or set cache.enabled=false"
+            f"{cfg.cache.top_k} tokens and the mass of the rest, and {cfg.loss.kd} "
+            + ("reads every non-target probability" if cfg.loss.kd == "dkd" else "compares whole sorted distributions")
+            + f"; use one of {', '.join(KL_FAMILY)} or set cache.enabled=false"
         )
     if cfg.loss.delta > 0 and cfg.loss.attn == "relations":
         raise CacheError(
