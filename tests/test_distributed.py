@@ -144,3 +144,39 @@ def test_resume_under_torchrun_is_exact(tmp_path, long_rows):
     for name in ("student.safetensors", "projections.safetensors"):
         a, b = load_file(straight / final / name), load_file(killed / final / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# The shipped SST-2 sample: rows of different lengths, so the two ranks' shards hold different numbers of real
+# tokens (and of feature rows, attention entries, labels); every term is normalised over the global batch.
+UNEQUAL = [a for a in RUN if not a.startswith("task.max_length")]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    proc = _run([*UNEQUAL, "train.checkpoint_every=6", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp"])
+def test_two_processes_with_unequal_tokens_train_exactly_as_one(tmp_path, one_process, strategy):
+    two = tmp_path / "two"
+    proc = _run([*UNEQUAL, "train.checkpoint_every=6", f"train.strategy={strategy}", f"hydra.run.dir={two}"], nproc=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = _steps(one_process), _steps(two)
+    assert len(a) == len(b) == 6
+    for ra, rb in zip(a, b):
+        for key in ("loss", "kd", "cos", "mse", "attn", "ce"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4), (ra["step"], key)
+    wa, wb = _final_weights(one_process), _final_weights(two)
+    assert wa.keys() == wb.keys() and wa
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-5, rtol=1e-4), key
+
+
+def _final_weights(run) -> dict:
+    """The trained student and projections, from the saved student/ folder and projections.safetensors."""
+    student = load_file(run / "student" / "model.safetensors")
+    return {**student, **{f"proj.{k}": v for k, v in load_file(run / "projections.safetensors").items()}}

@@ -32,6 +32,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fadkd.losses.reduce import mean_over
+
 KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld")
 KL_FAMILY = KD_TERMS[:-1]  # token-level: one vocabulary, position by position
 
@@ -64,8 +66,8 @@ def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
 
 def _mean(values: Tensor, real: Tensor | None) -> Tensor:
     if real is None:
-        return values.mean()
-    return torch.where(real, values, 0.0).sum() / real.sum().clamp_min(1)
+        return mean_over(values.sum(), values.numel())
+    return mean_over(torch.where(real, values, 0.0).sum(), real.sum())
 
 
 def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None = None):

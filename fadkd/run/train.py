@@ -153,7 +153,7 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
         student.forward = torch.compile(student.forward)
     parts = StepParts(
         student, teacher, loss_fn, optimizer, scheduler, named_params, spec.student_layers, cfg.train.grad_clip,
-        cfg.train.precision, average=distributed.average_terms(dist),
+        cfg.train.precision, average=distributed.average_terms(dist), counts=distributed.count_reduce(dist),
     )  # fmt: skip
     parts.forward = distributed.wrap(parts.forward, dist)  # DDP: student + projections' gradients averaged
     if teacher_metrics:
