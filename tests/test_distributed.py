@@ -160,7 +160,7 @@ def one_process(tmp_path_factory):
 
 
 @pytest.mark.slow
-@pytest.mark.parametrize("strategy", ["ddp"])
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
 def test_two_processes_with_unequal_tokens_train_exactly_as_one(tmp_path, one_process, strategy):
     two = tmp_path / "two"
     proc = _run([*UNEQUAL, "train.checkpoint_every=6", f"train.strategy={strategy}", f"hydra.run.dir={two}"], nproc=2)
@@ -168,7 +168,8 @@ def test_two_processes_with_unequal_tokens_train_exactly_as_one(tmp_path, one_pr
     a, b = _steps(one_process), _steps(two)
     assert len(a) == len(b) == 6
     for ra, rb in zip(a, b):
-        for key in ("loss", "kd", "cos", "mse", "attn", "ce"):
+        # grad_norm (before clipping) catches gradients summed instead of averaged (torch issue #162338)
+        for key in ("loss", "kd", "cos", "mse", "attn", "ce", "grad_norm"):
             assert rb[key] == pytest.approx(ra[key], rel=1e-4), (ra["step"], key)
     wa, wb = _final_weights(one_process), _final_weights(two)
     assert wa.keys() == wb.keys() and wa

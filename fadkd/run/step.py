@@ -101,6 +101,8 @@ def train_step(parts: StepParts, batch, device: torch.device, scales: tuple[floa
     grad_norm = None  # without clipping the norm is not computed (it costs a pass over every gradient)
     if parts.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in parts.named_params], parts.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP's sharded gradients: the norm over every rank's shards
+            grad_norm = grad_norm.full_tensor()
     bad = nonfinite_term(terms)
     if bad is None and grad_norm is not None and not torch.isfinite(grad_norm):
         bad = f"gradient of {nonfinite_gradient(parts.named_params)}"
