@@ -53,10 +53,10 @@ def test_a_checkpoint_of_the_other_strategy_is_refused(tmp_path):
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda step: 1.0)
     save_checkpoint(tmp_path / "checkpoints", TrainState(step=2), model, torch.nn.Module(), optimizer, scheduler, 2)
-    found, _ = find_checkpoint(_cfg(resume=True), tmp_path, sharded=False)
+    found, _ = find_checkpoint(_cfg("ddp", resume=True), tmp_path)
     assert found is not None and found[1]["strategy"] == "ddp"
-    with pytest.raises(FadkdError, match=r"written by a run with full copies .* would use train.strategy=fsdp"):
-        find_checkpoint(_cfg(resume=True), tmp_path, sharded=True)
+    with pytest.raises(FadkdError, match=r"train.strategy=ddp \(full copies\), and this run has train.strategy=fsdp"):
+        find_checkpoint(_cfg("fsdp", resume=True), tmp_path)
 
 
 def _tiny_llama(layers: int) -> LlamaForCausalLM:

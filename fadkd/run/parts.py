@@ -47,7 +47,7 @@ def batches(cfg: Config, setup: Setup, dist, local_batch: int) -> tuple[EpochSam
     return sampler, loader, math.ceil(len(rows) / cfg.train.batch_size)
 
 
-def find_checkpoint(cfg: Config, out_dir: Path, sharded: bool) -> tuple[tuple[Path, dict] | None, Path]:
+def find_checkpoint(cfg: Config, out_dir: Path) -> tuple[tuple[Path, dict] | None, Path]:
     """train.resume: the latest complete checkpoint (refused when written under the other strategy); else None."""
     checkpoints = safe_dir(out_dir, "checkpoints")
     if not cfg.train.resume:
@@ -56,14 +56,12 @@ def find_checkpoint(cfg: Config, out_dir: Path, sharded: bool) -> tuple[tuple[Pa
     if found is None:
         raise FadkdError(f"train.resume=true but {checkpoints} holds no complete checkpoint; start afresh")
     written = found[1].get("strategy", "ddp")  # checkpoints from before train.strategy: full copies
-    wanted = "fsdp" if sharded else "ddp"
+    wanted = "fsdp" if cfg.train.strategy == "fsdp" else "ddp"
     if written != wanted:
-        how = {"fsdp": "train.strategy=fsdp under torchrun (sharded, DCP)", "ddp": "full copies (train.strategy=ddp "
-               "or one process)"}  # fmt: skip
+        how = {"fsdp": "train.strategy=fsdp (DCP shards)", "ddp": "train.strategy=ddp (full copies)"}
         raise FadkdError(
-            f"{found[0]} was written by a run with {how[written]}, and this run would use {how[wanted]}; the two "
-            f"checkpoint formats do not convert. Resume with the strategy it was written with (train.strategy="
-            f"{written}{' under torchrun' if written == 'fsdp' else ''}), or start a new run"
+            f"{found[0]} was written by a run with {how[written]}, and this run has {how[wanted]}; the two "
+            f"checkpoint formats do not convert. Resume with train.strategy={written}, or start a new run"
         )
     return found, checkpoints
 

@@ -10,7 +10,8 @@ checkpoints/step-00000040/ holds
                   processes, and the sha256 of every file above
 Every rank writes into one hidden temporary folder; once all have written, rank 0 fsyncs, writes
 meta.json last and renames the folder into place. DCP loads into whatever sharding the resuming run
-has, so a run may resume on another number of processes (it says so).
+has, so a run may resume on another number of processes (it says so), one process included: there
+train.strategy=fsdp shards nothing but still writes and reads this format.
 """
 
 import json

@@ -91,7 +91,7 @@ class Run:
 
     def checkpoint(self) -> Path | None:
         s, p, keep = self.state, self.parts, self.cfg.train.keep_checkpoints
-        if self.sharded:  # every rank writes its shards
+        if self.cfg.train.strategy == "fsdp":  # DCP: every rank writes its shards (one process: all of them)
             return save_sharded(self.checkpoints, s, p.forward, p.optimizer, p.scheduler, keep, self.dist)
         if not self.dist.is_main:
             return None  # rank 0 writes checkpoints
@@ -107,14 +107,15 @@ def train(cfg: Config, out_dir: Path) -> dict:
 
 def build_run(cfg: Config, out_dir: Path) -> Run:
     local_batch = distributed.local_batch_size(cfg.train.batch_size, distributed.launched())  # global / ranks
-    dist, device = distributed.setup(distributed.resolve_device(cfg.train.device))
+    device = distributed.resolve_device(cfg.train.device)
+    sharded = check_strategy(cfg, distributed.launched(), device, console.print)  # train.strategy=fsdp, torchrun
+    dist, device = distributed.setup(device)
     out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
     console.quiet = not dist.is_main
-    sharded = check_strategy(cfg, dist, device, console.print)  # train.strategy=fsdp under torchrun
     if dist.is_main:
         prepare_run_dir(out_dir, cfg)  # locks the folder, checks resume's settings, writes config.yaml
     distributed.barrier(dist)
-    found, checkpoints = find_checkpoint(cfg, out_dir, sharded)  # train.resume: refused before any work
+    found, checkpoints = find_checkpoint(cfg, out_dir)  # train.resume: refused before any work
     hf_logging.disable_progress_bar()  # one progress bar: ours
     seed_everything(cfg.train.seed, cfg.train.num_threads)
 
@@ -147,7 +148,7 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
     else:
         total = stage1 + task_steps
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total), total)
-    if sharded and found is not None:
+    if cfg.train.strategy == "fsdp" and found is not None:  # DCP, resharded to this run's processes
         state = load_sharded(*found, forward, optimizer, scheduler, dist, console.print)
         console.print(f"resumed from {found[0]} (step {state.step})")
     else:
