@@ -1,6 +1,7 @@
 """One run, several processes: torchrun + DistributedDataParallel (gloo on CPU)."""
 
 import json
+import math
 import os
 import socket
 import subprocess
@@ -14,6 +15,7 @@ from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from fadkd.data.batches import EpochSampler
 from fadkd.errors import FadkdError
+from fadkd.run import strategy
 from fadkd.run.distributed import Dist, local_batch_size
 
 # 24 rows of at least 10 tokens each, cut to 10: every row and every rank holds the same number of
@@ -277,3 +279,15 @@ def test_causal_lm_under_fsdp_trains_and_evaluates_as_one_process(tmp_path):
             assert eb[key] == pytest.approx(ea[key], rel=1e-4), key
     wa, wb = (load_file(d / "student" / "model.safetensors") for d in (one, two))
     assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not strategy.cpu_has_bf16(), reason="this CPU has no bf16 instructions (fsdp refuses bf16 there)")
+def test_fsdp_with_bf16_parameters_and_fp32_reduction_trains_close_to_fp32(tmp_path, one_process):
+    args = [a for a in UNEQUAL if not a.startswith("train.max_steps")]
+    proc = _run([*args, "train.max_steps=2", "train.strategy=fsdp", "train.precision=bf16",
+                 f"hydra.run.dir={tmp_path}"], nproc=2)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, rows = _steps(one_process)[0], _steps(tmp_path)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert rows[0]["loss"] == pytest.approx(first["loss"], rel=2e-2)  # bf16 rounding, not fp32's exactness

@@ -1,4 +1,5 @@
-"""Several processes, one run: torch's DistributedDataParallel under `torchrun`.
+"""Several processes, one run under `torchrun`: DistributedDataParallel (train.strategy=ddp) and what both
+strategies share.
 
     torchrun --standalone --nproc_per_node=N -m fadkd train ...
 
@@ -18,6 +19,9 @@ into one process group (gloo on CPU, NCCL on GPUs). What each piece does across 
   so every rank logs, checks for NaN and skips or stops at the same step;
 - rank 0 alone writes the run folder, logs, evaluates and checkpoints; `rank0_first` builds the
   teacher cache on rank 0 while the others wait, then lets them read it.
+
+train.strategy=fsdp shards the student, projections, optimizer state and teacher instead of copying
+them (fadkd/run/sharding.py, fadkd/run/strategy.py); then every rank evaluates and checkpoints.
 
 With one process (no torchrun) every helper here is a no-op.
 """
