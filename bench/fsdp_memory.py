@@ -7,7 +7,8 @@ Each run is `torchrun --nproc_per_node=N -m fadkd train ...` in effect: this scr
 under torchrun, and every rank, once training is over (before the process group is left), writes one
 JSON line: the bytes this rank holds of the student's (and projections') parameters, of their
 gradients (a gradient has its parameter's local shape and lives from backward to zero_grad), of
-AdamW's state, of the teacher's parameters, and the process's peak RSS (ru_maxrss).
+AdamW's state, of the teacher's parameters, the process's peak RSS (ru_maxrss: it includes loading
+both models whole, before they are sharded) and its RSS after training.
 """
 
 import json
@@ -47,8 +48,16 @@ def measure(run) -> dict:
         "student_param_bytes": _local_bytes(trained), "grad_bytes": _local_bytes(trained),
         "optimizer_bytes": _local_bytes(state),
         "teacher_param_bytes": _local_bytes(teacher.parameters()) if teacher is not None else 0,
-        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
+        "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024, "rss_after_training_mib": _rss(),
     }  # fmt: skip
+
+
+def _rss() -> float:
+    """The process's resident memory now (MiB): after sharding, unlike the peak, which includes the load."""
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
 
 
 def worker(out: Path) -> None:
@@ -78,14 +87,17 @@ def launch(ranks: int, strategy: str, out: Path, run_dir: Path) -> None:
 
 def table(lines: list[dict]) -> str:
     mib = 1 << 20
-    rows = ["| strategy | ranks | rank | student params MiB | grads MiB | AdamW state MiB | student total MiB | "
-            "teacher params MiB | peak RSS MiB |", "|---|---|---|---|---|---|---|---|---|"]  # fmt: skip
+    rows = [
+        "| strategy | ranks | rank | student params MiB | grads MiB | AdamW state MiB | student total MiB | "
+        "teacher params MiB | peak RSS MiB | RSS after training MiB |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
     for r in lines:
         total = r["student_param_bytes"] + r["grad_bytes"] + r["optimizer_bytes"]
         rows.append(
             f"| {r['strategy']} | {r['ranks']} | {r['rank']} | {r['student_param_bytes'] / mib:.1f} | "
             f"{r['grad_bytes'] / mib:.1f} | {r['optimizer_bytes'] / mib:.1f} | {total / mib:.1f} | "
-            f"{r['teacher_param_bytes'] / mib:.1f} | {r['peak_rss_mib']:.0f} |"
+            f"{r['teacher_param_bytes'] / mib:.1f} | {r['peak_rss_mib']:.0f} | {r['rss_after_training_mib']:.0f} |"
         )
     return "\n".join(rows)
 
