@@ -1,7 +1,9 @@
 """One run, several processes: torchrun + DistributedDataParallel (gloo on CPU)."""
 
 import json
+import math
 import os
+import socket
 import subprocess
 import sys
 
@@ -9,9 +11,11 @@ import pytest
 import torch
 from conftest import ROOT
 from safetensors.torch import load_file
+from torch.distributed.checkpoint.format_utils import dcp_to_torch_save
 
 from fadkd.data.batches import EpochSampler
 from fadkd.errors import FadkdError
+from fadkd.run import strategy
 from fadkd.run.distributed import Dist, local_batch_size
 
 # 24 rows of at least 10 tokens each, cut to 10: every row and every rank holds the same number of
@@ -34,9 +38,18 @@ def _env(**extra) -> dict:
     return {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONWARNINGS": "ignore", "HYDRA_FULL_ERROR": "0", **extra}
 
 
-def _run(args: list[str], nproc: int = 1, env: dict | None = None, timeout: int = 300):
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _run(args: list[str], nproc: int = 1, env: dict | None = None, timeout: int = 300, rdzv: bool = False):
     launcher = [sys.executable]
-    if nproc > 1:
+    if nproc > 1 and rdzv:  # the multi-node form of docs/scaling-and-speed.md, on one node
+        launcher += ["-m", "torch.distributed.run", "--nnodes=1", f"--nproc_per_node={nproc}", "--rdzv-backend=c10d",
+                     f"--rdzv-endpoint=127.0.0.1:{_free_port()}", "--rdzv-id=fadkd-test"]  # fmt: skip
+    elif nproc > 1:
         launcher += ["-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={nproc}"]
     return subprocess.run(
         [*launcher, "-m", "fadkd", "train", *args], cwd=ROOT, env=env or _env(),
@@ -144,3 +157,137 @@ def test_resume_under_torchrun_is_exact(tmp_path, long_rows):
     for name in ("student.safetensors", "projections.safetensors"):
         a, b = load_file(straight / final / name), load_file(killed / final / name)
         assert all(torch.equal(a[k], b[k]) for k in a), name
+
+
+# The shipped SST-2 sample: rows of different lengths, so the two ranks' shards hold different numbers of real
+# tokens (and of feature rows, attention entries, labels); every term is normalised over the global batch.
+UNEQUAL = [a for a in RUN if not a.startswith("task.max_length")]
+
+
+@pytest.fixture(scope="module")
+def one_process(tmp_path_factory):
+    out = tmp_path_factory.mktemp("one") / "run"
+    proc = _run([*UNEQUAL, "train.checkpoint_every=6", f"hydra.run.dir={out}"])
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("strategy", ["ddp", "fsdp"])
+def test_two_processes_with_unequal_tokens_train_exactly_as_one(tmp_path, one_process, strategy):
+    two = tmp_path / "two"
+    args = [*UNEQUAL, "train.checkpoint_every=6", f"train.strategy={strategy}", f"hydra.run.dir={two}"]
+    proc = _run(args, nproc=2, rdzv=strategy == "fsdp")
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = _steps(one_process), _steps(two)
+    assert len(a) == len(b) == 6
+    for ra, rb in zip(a, b):
+        # grad_norm (before clipping) catches gradients summed instead of averaged (torch issue #162338)
+        for key in ("loss", "kd", "cos", "mse", "attn", "ce", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4), (ra["step"], key)
+    wa, wb = _final_weights(one_process), _final_weights(two)
+    assert wa.keys() == wb.keys() and wa
+    for key in wa:
+        assert torch.allclose(wa[key], wb[key], atol=1e-5, rtol=1e-4), key
+
+
+def _final_weights(run) -> dict:
+    """The trained student and projections, from the saved student/ folder and projections.safetensors."""
+    student = load_file(run / "student" / "model.safetensors")
+    return {**student, **{f"proj.{k}": v for k, v in load_file(run / "projections.safetensors").items()}}
+
+
+def _dcp_tensors(checkpoint, tmp_path) -> dict:
+    """A sharded (DCP) checkpoint's tensors as one plain dict (model and optimizer state)."""
+    out = tmp_path / f"{checkpoint.parent.parent.name}.pt"
+    dcp_to_torch_save(checkpoint / "sharded", out)
+    flat = {}
+
+    def walk(prefix, node):
+        if isinstance(node, dict):
+            for k, v in node.items():
+                walk(f"{prefix}.{k}", v)
+        elif isinstance(node, torch.Tensor):
+            flat[prefix] = node
+
+    walk("", torch.load(out, weights_only=False))
+    return flat
+
+
+FSDP = [*UNEQUAL, "train.strategy=fsdp", "train.checkpoint_every=2"]
+
+
+@pytest.fixture(scope="module")
+def fsdp_straight(tmp_path_factory):
+    out = tmp_path_factory.mktemp("fsdp") / "straight"
+    proc = _run([*FSDP, f"hydra.run.dir={out}"], nproc=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    return out
+
+
+def _killed_at_step_3(run) -> None:
+    env = _env(FADKD_FAULT_KILL_AT_STEP="3", FADKD_FAULT_RANK="0")  # rank 0 dies after step 3's update
+    assert _run([*FSDP, f"hydra.run.dir={run}"], nproc=2, env=env).returncode != 0
+    assert (run / "checkpoints" / "step-00000002" / "sharded" / ".metadata").is_file()
+
+
+@pytest.mark.slow
+def test_fsdp_resume_is_exact(tmp_path, fsdp_straight):
+    killed = tmp_path / "killed"
+    _killed_at_step_3(killed)
+    resumed = _run([*FSDP, "train.resume=true", f"hydra.run.dir={killed}"], nproc=2)
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resumed from" in resumed.stdout and "resharded" not in resumed.stdout
+    assert [r["loss"] for r in _steps(killed)] == [r["loss"] for r in _steps(fsdp_straight)]
+    final = "checkpoints/step-00000006"
+    a, b = _dcp_tensors(fsdp_straight / final, tmp_path), _dcp_tensors(killed / final, tmp_path)
+    assert a.keys() == b.keys() and any(".student." in k for k in a) and any("exp_avg" in k for k in a)
+    assert all(torch.equal(a[k], b[k]) for k in a)
+    assert (killed / "student" / "model.safetensors").is_file()  # one ordinary HF folder
+
+
+@pytest.mark.slow
+def test_fsdp_resume_on_another_number_of_processes_reshards(tmp_path, fsdp_straight):
+    killed = tmp_path / "killed"
+    _killed_at_step_3(killed)
+    resumed = _run([*FSDP, "train.resume=true", f"hydra.run.dir={killed}"])  # 1 process reads 2 ranks' shards
+    assert resumed.returncode == 0, resumed.stdout + resumed.stderr
+    assert "resharded: step-00000002 was written by 2 processes and is read by 1" in resumed.stdout
+    for ra, rb in zip(_steps(fsdp_straight), _steps(killed)):
+        assert rb["loss"] == pytest.approx(ra["loss"], rel=1e-4), ra["step"]
+
+
+LM = [
+    "task=lm_sst2", "teacher=tiny-llama", "student=tiny-llama-half", "task.max_train_samples=48",
+    "task.max_eval_samples=12", "task.eval_samples=6", "task.max_new_tokens=6", "task.block_size=32",
+    "train.batch_size=4", "train.log_every=1", "train.max_steps=4", "train.eval_every=2", "train.num_threads=1",
+]  # fmt: skip
+
+
+@pytest.mark.slow
+def test_causal_lm_under_fsdp_trains_and_evaluates_as_one_process(tmp_path):
+    one, two = tmp_path / "one", tmp_path / "two"
+    assert _run([*LM, f"hydra.run.dir={one}"]).returncode == 0
+    proc = _run([*LM, "train.strategy=fsdp", f"hydra.run.dir={two}"], nproc=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    for ra, rb in zip(_steps(one), _steps(two), strict=True):
+        for key in ("loss", "kd", "cos", "ce", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4), (ra["step"], key)
+    evals = [[json.loads(line) for line in (d / "evals.jsonl").read_text().splitlines()] for d in (one, two)]
+    for ea, eb in zip(*evals, strict=True):  # every rank evaluates the sharded student, generation included
+        for key in ("perplexity", "cer", "cer_vs_teacher"):
+            assert eb[key] == pytest.approx(ea[key], rel=1e-4), key
+    wa, wb = (load_file(d / "student" / "model.safetensors") for d in (one, two))
+    assert wa.keys() == wb.keys() and all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=1e-4) for k in wa)
+
+
+@pytest.mark.slow
+@pytest.mark.skipif(not strategy.cpu_has_bf16(), reason="this CPU has no bf16 instructions (fsdp refuses bf16 there)")
+def test_fsdp_with_bf16_parameters_and_fp32_reduction_trains_close_to_fp32(tmp_path, one_process):
+    args = [a for a in UNEQUAL if not a.startswith("train.max_steps")]
+    proc = _run([*args, "train.max_steps=2", "train.strategy=fsdp", "train.precision=bf16",
+                 f"hydra.run.dir={tmp_path}"], nproc=2)  # fmt: skip
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    first, rows = _steps(one_process)[0], _steps(tmp_path)
+    assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
+    assert rows[0]["loss"] == pytest.approx(first["loss"], rel=2e-2)  # bf16 rounding, not fp32's exactness

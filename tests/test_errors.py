@@ -132,6 +132,21 @@ def _under_torchrun(world_size: int, args: list[str]) -> None:
         main([args[0], *FAST, *args[1:]])
 
 
+def _fsdp_bf16_without_bf16(t: Path) -> None:
+    with pytest.MonkeyPatch.context() as patch:
+        patch.setattr("fadkd.run.strategy.cpu_has_bf16", lambda: False)
+        _under_torchrun(2, ["train", "train.strategy=fsdp", "train.precision=bf16"])
+
+
+def _resume_other_strategy(t: Path) -> list[str]:
+    """A run with ddp checkpoints, resumed (force: past the settings check) with train.strategy=fsdp."""
+    try:
+        main(["train", *FAST, f"hydra.run.dir={t / 'out'}"])
+    except SystemExit as done:
+        assert done.code in (0, None)
+    return ["train", "train.resume=force", "train.strategy=fsdp"]
+
+
 LM_TEXT = ["task=lm_text", "teacher=tiny-llama", "student=tiny-llama-half"]
 LM_CASES = {
     "lm-unknown-task": lambda t: ["train", *LM, "task.name=lm_nope"],
@@ -194,6 +209,9 @@ CASES = {
     "batch-size": lambda t: ["train", "train.batch_size=0"],
     "ddp-batch-indivisible": lambda t: _under_torchrun(2, ["train", "train.batch_size=9"]),
     "ddp-multirun": lambda t: _under_torchrun(2, ["train", "-m", "loss.alpha=0,1"]),
+    "strategy-unknown": lambda t: ["train", "train.strategy=deepspeed"],
+    "fsdp-bfloat-cpu": _fsdp_bf16_without_bf16,
+    "fsdp-resume-other-strategy": _resume_other_strategy,
     "unknown-key": lambda t: ["train", "train.foo=1"],
     "wrong-type": lambda t: ["train", "train.batch_size=many"],
     "device": lambda t: ["train", "train.device=cuda"],

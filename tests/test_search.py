@@ -69,7 +69,7 @@ def test_best_trial_is_written_with_its_config_and_command(tmp_path):
 
 @pytest.mark.slow  # a subprocess through Hydra's submitit plugin (~10 s)
 def test_submitit_slurm_config_composes():
-    out = run_cli("train", "hydra/launcher=submitit_slurm", "--cfg", "hydra").stdout
+    out = run_cli("train", "hydra/launcher=submitit_slurm", "train.strategy=fsdp", "--cfg", "hydra").stdout
     assert "SlurmLauncher" in out and "partition:" in out and "timeout_min:" in out
 
 

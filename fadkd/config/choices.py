@@ -131,6 +131,13 @@ class Precision(Choice):
     bf16 = "bf16"
 
 
+class Strategy(Choice):
+    """train.strategy under torchrun (fadkd/run/distributed.py, fadkd/run/sharding.py)."""
+
+    ddp = "ddp"
+    fsdp = "fsdp"
+
+
 class Logger(Choice):
     """train.logger (fadkd/run/logs.py)."""
 

@@ -5,7 +5,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from fadkd.config.checks import ConfigError, check_positive, choose
-from fadkd.config.choices import CacheDtype, Logger, OnNonfinite, Precision
+from fadkd.config.choices import CacheDtype, Logger, OnNonfinite, Precision, Strategy
 
 
 @dataclass
@@ -30,6 +30,9 @@ class TrainConfig:
     group_by_length: bool = False  # batches of similar length (less padding), still shuffled
     precision: Precision = Precision.fp32  # fp32 | bf16 (autocast for the forwards; loss terms in fp32)
     compile: bool = False  # torch.compile the student's forward (worth it on GPUs)
+    # under torchrun: ddp (every rank a full copy, gradients averaged) | fsdp (FSDP2: student, projections,
+    # optimizer state and teacher sharded over the ranks; with bf16, bf16 parameters and fp32 reduction)
+    strategy: Strategy = Strategy.ddp
     logger: Logger = Logger.jsonl  # jsonl (steps.jsonl, evals.jsonl) | tensorboard (those + events) | none
     checkpoint_every: int = 0  # write a checkpoint every N steps (0 = at each evaluation only)
     keep_checkpoints: int = 2  # newest checkpoints kept
@@ -44,6 +47,7 @@ class TrainConfig:
         self.precision = choose(Precision, "train.precision", self.precision)
         self.on_nonfinite = choose(OnNonfinite, "train.on_nonfinite", self.on_nonfinite)
         self.logger = choose(Logger, "train.logger", self.logger)
+        self.strategy = choose(Strategy, "train.strategy", self.strategy)
         _check_device(self.device)
         self.resume = _resume(self.resume)
         if self.resume and self.overwrite:

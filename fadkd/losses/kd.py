@@ -34,6 +34,7 @@ import torch.nn.functional as F
 from torch import Tensor
 
 from fadkd.losses.dkd import dkd
+from fadkd.losses.reduce import mean_over
 
 KD_TERMS = ("forward_kl", "reverse_kl", "symmetric_kl", "jsd", "soft_ce", "uld", "dkd")
 KL_FAMILY = KD_TERMS[:5]  # token-level divergences a top-k teacher determines (dkd needs the full target entry)
@@ -67,8 +68,8 @@ def _kl(log_p: Tensor, log_q: Tensor) -> Tensor:
 
 def _mean(values: Tensor, real: Tensor | None) -> Tensor:
     if real is None:
-        return values.mean()
-    return torch.where(real, values, 0.0).sum() / real.sum().clamp_min(1)
+        return mean_over(values.sum(), values.numel())
+    return mean_over(torch.where(real, values, 0.0).sum(), real.sum())
 
 
 def forward_kl(student_logits: Tensor, teacher_logits: Tensor, temperature: float, mask: Tensor | None = None):

@@ -25,6 +25,7 @@ import torch
 from torch import Tensor
 
 from fadkd.errors import FadkdError
+from fadkd.losses.reduce import mean_over
 
 RELATIONS = ("qq", "kk", "vv")
 _INDEX = {"qq": 0, "kk": 1, "vv": 2}
@@ -78,7 +79,7 @@ def relation_loss(
         p_t = log_t.exp()
         kl = (p_t * (log_t - log_s)).sum(-1)  # [B, R, L]; padded keys: p_t = 0 exactly
         kl = torch.where(rows, kl, 0.0).mean(1)  # over relation heads
-        total = total + kl.sum() / real.sum().clamp_min(1)
+        total = total + mean_over(kl.sum(), real.sum())
     return total
 
 

@@ -10,6 +10,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fadkd.losses.reduce import mean_over
+
 
 def real_mask(mask: Tensor, shape: torch.Size) -> Tensor:
     """Mask as bool, checked against the leading shape it must cover."""
@@ -40,12 +42,12 @@ def _rows(student: Tensor, teacher: Tensor, mask: Tensor, what: str) -> tuple[Te
 def cosine_rows(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean over rows of 1 − cos(student, teacher); [N, H] each, 0 when N = 0."""
     cos = F.cosine_similarity(student.float(), teacher.float(), dim=-1, eps=1e-8)
-    return (1.0 - cos).sum() / max(len(cos), 1)
+    return mean_over((1.0 - cos).sum(), len(cos))
 
 
 def mse_rows(student: Tensor, teacher: Tensor) -> Tensor:
     """Mean over rows of the mean over H of (student − teacher)²; [N, H] each, 0 when N = 0."""
-    return (student.float() - teacher.float()).pow(2).mean(-1).sum() / max(len(student), 1)
+    return mean_over((student.float() - teacher.float()).pow(2).mean(-1).sum(), len(student))
 
 
 def cosine_loss(student: Tensor, teacher: Tensor, mask: Tensor) -> Tensor:
@@ -90,7 +92,7 @@ def attention_loss(student_attn: Tensor, teacher_attn: Tensor, mask: Tensor) -> 
     # `where` after the difference: padding entries (even NaN) give 0 and a 0 gradient. Every
     # head has the same counted entries, so this is the mean over counted (head, query, key).
     diff = torch.where(pair[:, None], s - t, 0.0)
-    return diff.pow(2).sum() / (pair.sum().clamp_min(1) * s.shape[1])
+    return mean_over(diff.pow(2).sum(), pair.sum() * s.shape[1])
 
 
 def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
@@ -104,8 +106,8 @@ def task_loss(logits: Tensor, labels: Tensor, is_regression: bool) -> Tensor:
     if is_regression:
         pred, target = logits.float().squeeze(-1), labels.float().reshape(-1)
         known = ~target.isnan()
-        return ((pred - target.nan_to_num()) ** 2 * known).sum() / known.sum().clamp(min=1)
+        return mean_over(((pred - target.nan_to_num()) ** 2 * known).sum(), known.sum())
     if logits.dim() == 3:  # position i predicts token i+1: one row per predicted token
         logits, labels = logits[:, :-1].flatten(0, 1), labels[:, 1:].flatten()
     ce = F.cross_entropy(logits.float(), labels.long(), ignore_index=-100, reduction="sum")
-    return ce / (labels != -100).sum().clamp(min=1)
+    return mean_over(ce, (labels != -100).sum())

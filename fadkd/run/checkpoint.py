@@ -104,7 +104,7 @@ def save_checkpoint(folder: Path, state: TrainState, student, loss_fn, optimizer
     save_file(rng_tensors, str(tmp / "rng.safetensors"))
     for name in FILES:
         _fsync(tmp / name)
-    meta = {"state": asdict(state), "rng": rng_plain, "sha256": {n: _sha256(tmp / n) for n in FILES}}
+    meta = {"state": asdict(state), "rng": rng_plain, "strategy": "ddp", "sha256": {n: _sha256(tmp / n) for n in FILES}}
     (tmp / "meta.json").write_text(json.dumps(meta))
     _fsync(tmp / "meta.json")
     if final.exists():  # a re-run of the same step after resume

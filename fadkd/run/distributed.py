@@ -1,4 +1,5 @@
-"""Several processes, one run: torch's DistributedDataParallel under `torchrun`.
+"""Several processes, one run under `torchrun`: DistributedDataParallel (train.strategy=ddp) and what both
+strategies share.
 
     torchrun --standalone --nproc_per_node=N -m fadkd train ...
 
@@ -12,10 +13,15 @@ into one process group (gloo on CPU, NCCL on GPUs). What each piece does across 
   divides), and the step count, hence the learning-rate schedule, is the single-process one;
 - gradients: the student and the loss's learned projections are wrapped together
   (step.StudentLoss) in DistributedDataParallel, so every trained parameter's gradient is
-  averaged over ranks in backward; the loss and its terms are averaged too (`average_terms`),
+  averaged over ranks in backward; every term divides its rank's sum by the real tokens / rows of
+  the whole global batch (`count_reduce`, fadkd/losses/reduce.py), so the averaged loss and
+  gradients are one process's exactly; the loss and its terms are averaged (`average_terms`),
   so every rank logs, checks for NaN and skips or stops at the same step;
 - rank 0 alone writes the run folder, logs, evaluates and checkpoints; `rank0_first` builds the
   teacher cache on rank 0 while the others wait, then lets them read it.
+
+train.strategy=fsdp shards the student, projections, optimizer state and teacher instead of copying
+them (fadkd/run/sharding.py, fadkd/run/strategy.py); then every rank evaluates and checkpoints.
 
 With one process (no torchrun) every helper here is a no-op.
 """
@@ -128,6 +134,19 @@ def average_terms(info: Dist) -> Callable | None:
         return values[0], dict(zip(terms, values[1:]))
 
     return average
+
+
+def count_reduce(info: Dist) -> Callable | None:
+    """The loss terms' counts summed over ranks (fadkd/losses/reduce.py); None with one process."""
+    if not info.enabled:
+        return None
+
+    def reduce(count: torch.Tensor) -> tuple[torch.Tensor, int]:
+        total = count.reshape(1).clone()
+        dist.all_reduce(total)
+        return total[0], info.world_size
+
+    return reduce
 
 
 def any_rank(flag: bool, info: Dist) -> bool:

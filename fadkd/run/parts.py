@@ -1,4 +1,5 @@
-"""The pieces build_run (fadkd/run/train.py) puts together: seeds, batches, resume, the first-batch fits."""
+"""The pieces build_run (fadkd/run/train.py) puts together: seeds, the objective, batches, resume, the first-batch
+fits."""
 
 import math
 import random
@@ -11,9 +12,12 @@ from torch.utils.data import DataLoader
 from fadkd.config.schema import Config
 from fadkd.data.batches import EpochSampler, make_loader
 from fadkd.errors import FadkdError
+from fadkd.losses.distill import DistillLoss
+from fadkd.losses.mapping import describe
 from fadkd.losses.projections import fit_feature_norm, fit_projections, select_channels
-from fadkd.losses.spec import LossSpec
+from fadkd.losses.spec import LossSpec, build_spec
 from fadkd.models.capture import run_model
+from fadkd.models.load import depth, width
 from fadkd.run.checkpoint import TrainState, latest_checkpoint, load_checkpoint, safe_dir
 from fadkd.run.progress import make_console
 from fadkd.run.setup import Setup
@@ -43,17 +47,53 @@ def batches(cfg: Config, setup: Setup, dist, local_batch: int) -> tuple[EpochSam
     return sampler, loader, math.ceil(len(rows) / cfg.train.batch_size)
 
 
-def resume(cfg: Config, out_dir: Path, student, loss_fn, optimizer, scheduler) -> tuple[TrainState, Path]:
-    """A fresh state, or (train.resume=true) the latest complete checkpoint's."""
+def find_checkpoint(cfg: Config, out_dir: Path) -> tuple[tuple[Path, dict] | None, Path]:
+    """train.resume: the latest complete checkpoint (refused when written under the other strategy); else None."""
     checkpoints = safe_dir(out_dir, "checkpoints")
     if not cfg.train.resume:
-        return TrainState(), checkpoints
+        return None, checkpoints
     found = latest_checkpoint(checkpoints)
     if found is None:
         raise FadkdError(f"train.resume=true but {checkpoints} holds no complete checkpoint; start afresh")
+    written = found[1].get("strategy", "ddp")  # checkpoints from before train.strategy: full copies
+    wanted = "fsdp" if cfg.train.strategy == "fsdp" else "ddp"
+    if written != wanted:
+        how = {"fsdp": "train.strategy=fsdp (DCP shards)", "ddp": "train.strategy=ddp (full copies)"}
+        raise FadkdError(
+            f"{found[0]} was written by a run with {how[written]}, and this run has {how[wanted]}; the two "
+            f"checkpoint formats do not convert. Resume with train.strategy={written}, or start a new run"
+        )
+    return found, checkpoints
+
+
+def resume(found, student, loss_fn, optimizer, scheduler) -> TrainState:
+    """A fresh state, or the found checkpoint's (full copies: one process or DDP)."""
+    if found is None:
+        return TrainState()
     state = load_checkpoint(*found, student, loss_fn, optimizer, scheduler)
     console.print(f"resumed from {found[0]} (step {state.step})")
-    return state, checkpoints
+    return state
+
+
+def objective(cfg: Config, setup: Setup, device) -> tuple[LossSpec, DistillLoss]:
+    """The loss spec and the loss with its projections, decided once and printed."""
+    student = setup.student
+    spec = build_spec(cfg, depth(student), setup.teacher_shape, setup.kd_vocab)
+    loss_fn = DistillLoss(
+        spec.weights,
+        list(spec.pairs),
+        student_widths={p.student: width(student) for p in spec.pairs},
+        teacher_widths={p.teacher: setup.teacher_shape["width"] for p in spec.pairs},
+        is_regression=setup.task.is_regression,
+        shared_projection=cfg.loss.shared_projection,
+        choice=spec.choice,
+    ).to(device)
+    console.print(f"[bold]{loss_fn}")
+    if schedule := spec.describe_schedule():
+        console.print(schedule)
+    if spec.pairs:
+        console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(list(spec.pairs)))
+    return spec, loss_fn
 
 
 def fit_on_first_batch(cfg: Config, setup: Setup, spec: LossSpec, loss_fn, teacher, device) -> None:

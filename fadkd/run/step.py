@@ -8,6 +8,7 @@ from dataclasses import dataclass
 import torch
 from torch.optim.lr_scheduler import LambdaLR
 
+from fadkd.losses.reduce import global_counts
 from fadkd.models.capture import Layers, run_model
 from fadkd.run.guards import nonfinite_gradient, nonfinite_term
 from fadkd.teacher.base import Teacher
@@ -71,6 +72,7 @@ class StepParts:
     precision: str = "fp32"  # fp32 | bf16 (autocast; the loss terms compute in fp32)
     forward: torch.nn.Module | None = None  # StudentLoss (DDP-wrapped with several processes); None: built here
     average: Callable | None = None  # several processes: (loss, terms) -> their means over ranks
+    counts: Callable | None = None  # several processes: a term's count -> over every rank (losses/reduce.py)
 
     def __post_init__(self) -> None:
         if self.forward is None:
@@ -90,7 +92,7 @@ def train_step(parts: StepParts, batch, device: torch.device, scales: tuple[floa
     Returns (loss, terms, grad_norm, bad): `bad` names the non-finite term or gradient (the
     update was then not applied), else None.
     """
-    with parts.autocast(device):
+    with parts.autocast(device), global_counts(parts.counts):  # means over the global batch's real tokens
         t_out = parts.teacher.outputs(batch) if parts.teacher is not None else None
         loss, terms = parts.forward(batch.student, t_out, batch.labels, scales)
     loss.backward()
@@ -99,6 +101,8 @@ def train_step(parts: StepParts, batch, device: torch.device, scales: tuple[floa
     grad_norm = None  # without clipping the norm is not computed (it costs a pass over every gradient)
     if parts.grad_clip > 0:
         grad_norm = torch.nn.utils.clip_grad_norm_([p for _, p in parts.named_params], parts.grad_clip)
+        if hasattr(grad_norm, "full_tensor"):  # FSDP's sharded gradients: the norm over every rank's shards
+            grad_norm = grad_norm.full_tensor()
     bad = nonfinite_term(terms)
     if bad is None and grad_norm is not None and not torch.isfinite(grad_norm):
         bad = f"gradient of {nonfinite_gradient(parts.named_params)}"

@@ -24,24 +24,24 @@ from fadkd.config.schema import Config
 from fadkd.data.batches import EpochSampler
 from fadkd.data.lm_text import LOWER_IS_BETTER, is_lm_task
 from fadkd.losses.distill import DistillLoss
-from fadkd.losses.mapping import describe
 from fadkd.losses.projections import param_groups
-from fadkd.losses.spec import LossSpec, build_spec, records_attention, uses_teacher
+from fadkd.losses.spec import LossSpec, records_attention, uses_teacher
 from fadkd.models import attention
-from fadkd.models.load import depth, width
 from fadkd.report.runs import overrides_of
 from fadkd.report.summary import print_summary, resume_command
 from fadkd.run import distributed
 from fadkd.run.checkpoint import TrainState, save_checkpoint
-from fadkd.run.folder import prepare_run_dir, run_metrics, save_student
+from fadkd.run.folder import prepare_run_dir, run_metrics
 from fadkd.run.glue import prepare_glue
 from fadkd.run.guards import Interrupts, NonFiniteError, fault_injection
 from fadkd.run.lm import prepare_lm
 from fadkd.run.logs import RunLog
-from fadkd.run.parts import batches, fit_on_first_batch, fmt, resume, seed_everything
+from fadkd.run.parts import batches, find_checkpoint, fit_on_first_batch, fmt, objective, resume, seed_everything
 from fadkd.run.progress import make_console, progress_bar
 from fadkd.run.setup import Setup
-from fadkd.run.step import StepParts, build_optimizer, staged_lr, train_step
+from fadkd.run.sharded_checkpoint import load_sharded, save_sharded
+from fadkd.run.step import StepParts, StudentLoss, build_optimizer, staged_lr, train_step
+from fadkd.run.strategy import check_strategy, distribute, save_student
 from fadkd.teacher.base import Teacher
 
 console = make_console()  # no hard wraps, full-width tables in a log file
@@ -68,22 +68,34 @@ class Run:
     batches_per_epoch: int
     stage1: int  # steps of the intermediate-layer stage (loss.feature_schedule=staged), else 0
     total_steps: int
+    sharded: bool = False  # train.strategy=fsdp under torchrun: every rank evaluates, saves and checkpoints
     last: dict | None = None  # the latest dev metrics
     seen: int = 0  # training samples over every rank
     started: float = 0.0
 
+    @property
+    def evaluates(self) -> bool:
+        """Whether this rank evaluates: rank 0, or every rank when sharded (each must join the forwards)."""
+        return self.dist.is_main or self.sharded
+
     def evaluate(self) -> dict[str, float] | None:
-        """The student's dev metrics (rank 0 evaluates; other ranks get None)."""
-        return self.setup.evaluate(self.setup.student, self.setup.student_tok) if self.dist.is_main else None
+        """The student's dev metrics (rank 0's, on every rank that evaluates; None elsewhere)."""
+        if not self.evaluates:
+            return None
+        metrics = self.setup.evaluate(self.setup.student, self.setup.student_tok)
+        return distributed.broadcast(metrics, self.dist) if self.sharded else metrics
+
+    def save_student(self) -> None:
+        s = self.setup
+        save_student(self.parts.forward, s.student, s.student_tok, self.loss_fn, self.out_dir, self.dist, self.sharded)
 
     def checkpoint(self) -> Path | None:
+        s, p, keep = self.state, self.parts, self.cfg.train.keep_checkpoints
+        if self.cfg.train.strategy == "fsdp":  # DCP: every rank writes its shards (one process: all of them)
+            return save_sharded(self.checkpoints, s, p.forward, p.optimizer, p.scheduler, keep, self.dist)
         if not self.dist.is_main:
             return None  # rank 0 writes checkpoints
-        s = self.state
-        return save_checkpoint(
-            self.checkpoints, s, self.setup.student, self.loss_fn, self.parts.optimizer, self.parts.scheduler,
-            self.cfg.train.keep_checkpoints,
-        )  # fmt: skip
+        return save_checkpoint(self.checkpoints, s, self.setup.student, self.loss_fn, p.optimizer, p.scheduler, keep)
 
 
 def train(cfg: Config, out_dir: Path) -> dict:
@@ -95,12 +107,15 @@ def train(cfg: Config, out_dir: Path) -> dict:
 
 def build_run(cfg: Config, out_dir: Path) -> Run:
     local_batch = distributed.local_batch_size(cfg.train.batch_size, distributed.launched())  # global / ranks
-    dist, device = distributed.setup(distributed.resolve_device(cfg.train.device))
+    device = distributed.resolve_device(cfg.train.device)
+    sharded = check_strategy(cfg, distributed.launched(), device, console.print)  # train.strategy=fsdp, torchrun
+    dist, device = distributed.setup(device)
     out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
     console.quiet = not dist.is_main
     if dist.is_main:
         prepare_run_dir(out_dir, cfg)  # locks the folder, checks resume's settings, writes config.yaml
     distributed.barrier(dist)
+    found, checkpoints = find_checkpoint(cfg, out_dir)  # train.resume: refused before any work
     hf_logging.disable_progress_bar()  # one progress bar: ours
     seed_everything(cfg.train.seed, cfg.train.num_threads)
 
@@ -108,29 +123,21 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
     attn = attention.NAME if records_attention(cfg) else None  # None: transformers' default (SDPA)
     prepare = prepare_lm if is_lm_task(cfg.task.name) else prepare_glue
     setup = prepare(cfg, attn, device, uses_teacher(cfg), out_dir)
-    student = setup.student
-
-    # The objective, decided once.
-    spec = build_spec(cfg, depth(student), setup.teacher_shape, setup.kd_vocab)
-    loss_fn = DistillLoss(
-        spec.weights,
-        list(spec.pairs),
-        student_widths={p.student: width(student) for p in spec.pairs},
-        teacher_widths={p.teacher: setup.teacher_shape["width"] for p in spec.pairs},
-        is_regression=setup.task.is_regression,
-        shared_projection=cfg.loss.shared_projection,
-        choice=spec.choice,
-    ).to(device)
-    console.print(f"[bold]{loss_fn}")
-    if schedule := spec.describe_schedule():
-        console.print(schedule)
-    if spec.pairs:
-        console.print("layer mapping (hidden_states[0] = embeddings):\n" + describe(list(spec.pairs)))
-
-    # Batches (this rank's share of each global batch), optimizer, schedule, resume.
-    sampler, loader, batches_per_epoch = batches(cfg, setup, dist, local_batch)
+    spec, loss_fn = objective(cfg, setup, device)
+    sampler, loader, batches_per_epoch = batches(cfg, setup, dist, local_batch)  # this rank's share of each batch
     task_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
     stage1 = cfg.loss.intermediate_epochs * batches_per_epoch  # feature_schedule=staged: β, γ, δ alone first
+
+    # The teacher: rank 0 first (it writes the cache that the others then read).
+    evaluate = setup.evaluate if dist.is_main else (lambda model, tok: None)
+    teacher = distributed.rank0_first(lambda: setup.make_teacher(spec, evaluate), dist)
+    teacher_metrics = setup.teacher_metrics if setup.teacher_metrics is not None else getattr(teacher, "metrics", None)
+    if found is None:  # a resumed run has both fits in its checkpoint
+        fit_on_first_batch(cfg, setup, spec, loss_fn, teacher, device)
+
+    # DDP copies or FSDP shards (then the optimizer, over the shards), the schedule, resume.
+    forward = distribute(StudentLoss(setup.student, loss_fn, spec.student_layers), teacher, cfg, dist, device, sharded)
+    student = setup.student
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     optimizer = build_optimizer(
         param_groups(student, loss_fn, cfg.train.lr, cfg.loss.projection_lr),
@@ -141,26 +148,22 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
     else:
         total = stage1 + task_steps
         scheduler = get_linear_schedule_with_warmup(optimizer, int(cfg.train.warmup_ratio * total), total)
-    state, checkpoints = resume(cfg, out_dir, student, loss_fn, optimizer, scheduler)
-
-    # The teacher: rank 0 first (it writes the cache that the others then read).
-    evaluate = setup.evaluate if dist.is_main else (lambda model, tok: None)
-    teacher = distributed.rank0_first(lambda: setup.make_teacher(spec, evaluate), dist)
-    teacher_metrics = setup.teacher_metrics if setup.teacher_metrics is not None else getattr(teacher, "metrics", None)
-    if state.step == 0:  # a resumed run has both fits in its checkpoint
-        fit_on_first_batch(cfg, setup, spec, loss_fn, teacher, device)
+    if cfg.train.strategy == "fsdp" and found is not None:  # DCP, resharded to this run's processes
+        state = load_sharded(*found, forward, optimizer, scheduler, dist, console.print)
+        console.print(f"resumed from {found[0]} (step {state.step})")
+    else:
+        state = resume(found, student, loss_fn, optimizer, scheduler)
     if cfg.train.compile:
         student.forward = torch.compile(student.forward)
     parts = StepParts(
         student, teacher, loss_fn, optimizer, scheduler, named_params, spec.student_layers, cfg.train.grad_clip,
-        cfg.train.precision, average=distributed.average_terms(dist),
+        cfg.train.precision, forward, distributed.average_terms(dist), distributed.count_reduce(dist),
     )  # fmt: skip
-    parts.forward = distributed.wrap(parts.forward, dist)  # DDP: student + projections' gradients averaged
     if teacher_metrics:
         console.print(f"teacher dev: {fmt(teacher_metrics)}")
     return Run(
         cfg, out_dir, dist, device, setup, spec, loss_fn, teacher, teacher_metrics, parts, sampler, loader, state,
-        checkpoints, batches_per_epoch, stage1, stage1 + task_steps,
+        checkpoints, batches_per_epoch, stage1, stage1 + task_steps, sharded,
     )  # fmt: skip
 
 
@@ -198,7 +201,7 @@ def fit(run: Run) -> None:
                 end_of_epoch = state.batch_in_epoch == run.batches_per_epoch
                 scheduled = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
                 evaluated = scheduled or end_of_epoch or state.step == run.total_steps
-                if evaluated and run.dist.is_main:
+                if evaluated and run.evaluates:
                     evaluate_and_keep_best(run, log, progress.console)
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
@@ -216,12 +219,12 @@ def fit(run: Run) -> None:
                     sys.exit(interrupts.exit_code)
                 if state.step >= run.total_steps or end_of_epoch:
                     break
-    if run.total_steps == 0 and run.dist.is_main:  # train.max_steps=0: the student as it starts
+    if run.total_steps == 0 and run.evaluates:  # train.max_steps=0: the student as it starts
         state.best = run.last = run.evaluate()
         log.log_eval(0, run.last)
         if cfg.train.save_student:
-            save_student(run.setup.student, run.setup.student_tok, run.loss_fn, run.out_dir)
-    elif run.last is None and run.dist.is_main:  # resumed from the last step's checkpoint: nothing evaluated yet
+            run.save_student()
+    elif run.last is None and run.evaluates:  # resumed from the last step's checkpoint: nothing evaluated yet
         run.last = run.evaluate()
     log.close()
 
@@ -266,7 +269,7 @@ def evaluate_and_keep_best(run: Run, log: RunLog, out) -> None:
     if state.best is None or improved(run.setup.task.main_metric, run.last, state.best):
         state.best, state.best_step = run.last, state.step
         if run.cfg.train.save_student:
-            save_student(run.setup.student, run.setup.student_tok, run.loss_fn, run.out_dir)
+            run.save_student()
 
 
 def improved(metric: str, new: dict, best: dict) -> bool:
