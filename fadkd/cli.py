@@ -67,6 +67,7 @@ def train_main(config_name: str = "config") -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    from fadkd.config.advice import config_warnings
     from fadkd.config.schema import register_configs, to_config
     from fadkd.config.sweeps import record_failure, register_resolvers, threads_per_job
     from fadkd.preflight import register_dirname_resolver
@@ -85,6 +86,8 @@ def train_main(config_name: str = "config") -> None:
         try:
             config = to_config(cfg)
             check_model_files(config)
+            for line in config_warnings(config) if os.environ.get("RANK", "0") == "0" else []:
+                console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
             if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/config/sweeps.py)
                 config.train.num_threads = threads_per_job(hydra_cfg)
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
@@ -125,17 +128,41 @@ def eval_main(args: list[str]) -> None:
         raise FadkdError(f"cannot parse {args}: {err}; write key=value pairs") from None
     if "run_dir" not in overrides:
         raise FadkdError("fadkd eval needs run_dir=<a run's output folder>")
-    run_dir = Path(overrides.pop("run_dir"))
+    if not overrides.run_dir:
+        raise FadkdError(
+            "fadkd eval run_dir= is empty; give the folder `fadkd train` printed, e.g. run_dir=outputs/run"
+        )
+    run_dir = Path(str(overrides.pop("run_dir")))
     if not (run_dir / "config.yaml").is_file():
         raise FadkdError(f"{run_dir} is not a fadkd run folder (no config.yaml); give the folder `fadkd train` printed")
     if not (run_dir / "student" / "config.json").is_file():
         raise ModelError(
             f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
         )
-    cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    check_eval_keys(args, saved, run_dir)
+    cfg = OmegaConf.merge(saved, overrides)
     # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/run/lm.py); GLUE: the task's metrics (fadkd/eval/glue.py)
     evaluate = eval_lm_run if is_lm_task(cfg.task.name) else eval_glue_run
     _print_eval(run_dir, cfg.task.name, evaluate(run_dir, cfg, resolve_device(cfg.train.device)))
+
+
+def check_eval_keys(args: list[str], saved, run_dir: Path) -> None:
+    """Every eval override names a key of the run's config.yaml, and none changes the task it was trained on."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+")
+        if key in ("task", "task.name") and value != saved.task.name:
+            raise FadkdError(
+                f"{key}={value}: the student of {run_dir} was trained on {saved.task.name}, and fadkd eval "
+                f"evaluates a run on its own task (its head has that task's labels); leave {key} out, or train "
+                f"a run on {value}"
+            )
+        if key != "run_dir" and OmegaConf.select(saved, key, default="<missing>") == "<missing>":
+            raise FadkdError(
+                f"{key}={value}: fadkd eval has no key {key}; it takes run_dir= and keys of the run's config.yaml "
+                "such as task.data_dir, task.max_eval_samples, train.eval_batch_size (`fadkd eval --help`)"
+            )
 
 
 def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
@@ -186,6 +213,7 @@ HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-comp
 
 def _train_verb(verb: str, rest: list[str]) -> None:
     """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
+    from fadkd.config.jobs import check_jobs, check_yaml
     from fadkd.run.distributed import hydra_overrides_for_workers
 
     config_name = "config" if verb == "train" else "finetune"
@@ -197,8 +225,11 @@ def _train_verb(verb: str, rest: list[str]) -> None:
         return
     check_keys(rest)
     rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
+    check_yaml(rest, config_name)
     if not any(a in HYDRA_INFO_FLAGS for a in rest):
         check_run_dir(rest)
+        if "-m" in rest or "--multirun" in rest:
+            check_jobs(CONF_DIR, config_name, rest)
     HYDRA_RECORD.clear()
     HYDRA_RECORD.update(hydra_record(rest))
     sys.argv = [f"{sys.argv[0]} {verb}", *rest]  # Hydra parses sys.argv

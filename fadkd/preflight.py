@@ -117,6 +117,12 @@ def check_run_dir(args: list[str]) -> None:
     given = dict(_overrides(args))
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for name in ("hydra.run.dir", "hydra.sweep.dir"):
+        if name in given and not given[name].strip().strip("'\""):
+            raise FadkdError(
+                f"{name}= is empty, which would write the run's files (config.yaml, student/, checkpoints/) into the "
+                f"current folder {Path.cwd()}; give a folder, e.g. {name}=outputs/my-run"
+            )
     if "${" in given.get(key, ""):
         return  # an interpolation: Hydra resolves it
     path = Path(given[key]).expanduser() if key in given else Path.cwd() / ("multirun" if multirun else "outputs")
