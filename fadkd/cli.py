@@ -93,6 +93,16 @@ def train_main(config_name: str = "config") -> None:
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except BrokenPipeError:
             raise  # stdout closed (`| head`): main() ends quietly
+        except KeyboardInterrupt:  # a second Ctrl-C (fadkd/run/guards.py), or one before the loop (the cache build)
+            out = Path(hydra_cfg.runtime.output_dir)
+            if any((out / "checkpoints").glob("step-*")):
+                hint = f"resume from its last checkpoint with:\n  {resume_command(out, overrides_of(out))}"
+            else:
+                hint = f"{out} has no checkpoint yet, so nothing to resume: add train.overwrite=true to start it again"
+            console.print(
+                f"[yellow]interrupted:[/] stopped at once, without writing a checkpoint; {hint}", highlight=False
+            )
+            sys.exit(130)
         except RunDirError as err:  # the folder held another run: its Hydra record stays its own
             for path, data in HYDRA_RECORD.items():
                 path.write_bytes(data)

@@ -17,6 +17,7 @@ import difflib
 import errno
 import hashlib
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,6 +31,7 @@ from fadkd.errors import FadkdError
 
 NAME_MAX = 255  # bytes per path component on Linux / macOS file systems
 DIRNAME_MAX = 120  # the override part of a run folder's name, in bytes
+MIN_FREE = 1 << 20  # bytes a run folder's disk must have free before a run starts (config files, logs)
 
 
 def _schema_sections() -> dict[str, type]:
@@ -105,6 +107,8 @@ def _writable_folder(key: str, path: Path) -> None:
             raise PermissionError(errno.EACCES, "permission denied", str(existing))
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
+        if shutil.disk_usage(path).free < MIN_FREE:  # Hydra writes .hydra/ first: a full disk fails inside it
+            raise OSError(errno.ENOSPC, "no space left", str(path))
     except OSError as err:
         raise FadkdError(
             f"{key}={path}: cannot create or write the folder ({explain(err)}); choose a folder you can "

@@ -6,6 +6,7 @@ requires the row's message, a non-zero exit and no traceback.
 
 from pathlib import Path
 
+from error_cases import _raising, _train
 from transformers import BertConfig, BertForSequenceClassification, BertModel, LlamaConfig, LlamaForCausalLM
 
 from fadkd.models.load import TINY_TOKENIZER
@@ -83,4 +84,5 @@ ISSUE28_CASES = {
     "augment-lm-not-causal": lambda t: ["train", "task.augment=1", "task.augment_method=lm", f"cache.dir={t / 'c'}",
                                         f"task.augment_lm={_folder(t, 'e', _classifier(), tokenizer=True)}"],
     "lm-text-csv": lambda t: ["train", *_csv(t)],
+    "ctrl-c-before-checkpoint": lambda t: _raising(KeyboardInterrupt(), _train(t)),
 }  # fmt: skip

@@ -134,11 +134,29 @@ def check_same_settings(out_dir: Path, old, new, resume) -> None:
 def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:
     """The student as a standard HF folder; projections beside it, not inside it."""
     folder = safe_dir(out_dir, "student")
-    student.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    tmp, old = out_dir / f".student.tmp-{os.getpid()}", out_dir / f".student.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     state = {k: v.detach().cpu().contiguous() for k, v in loss_fn.state_dict().items()}
+    try:  # written beside the saved best, then swapped in: a full disk keeps the previous best whole
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if state:
+            save_file(state, str(tmp / "projections.safetensors.next"))
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        kept = "the previous best is kept" if folder.exists() else "none was saved before"
+        raise FadkdError(
+            f"{folder}: the best student could not be saved ({str(err).splitlines()[0] if str(err) else err!r}); "
+            f"{kept}: free some space on that disk, then continue from the last checkpoint with train.resume=true"
+        ) from None
     if state:
-        save_file(state, str(out_dir / "projections.safetensors"))
+        os.replace(tmp / "projections.safetensors.next", out_dir / "projections.safetensors")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_metrics(
