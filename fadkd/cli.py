@@ -25,7 +25,15 @@ from safetensors import SafetensorError
 
 from fadkd.errors import FadkdError
 from fadkd.help import EVAL_HELP, config_help
-from fadkd.preflight import check_keys, check_model_files, check_run_dir, explain, hydra_record
+from fadkd.preflight import (
+    check_eval_keys,
+    check_keys,
+    check_model_files,
+    check_run_dir,
+    explain,
+    hydra_record,
+    out_folder,
+)
 
 CONF_DIR = os.environ.get("FADKD_CONF_DIR", str(Path(__file__).resolve().parents[1] / "conf"))
 VERBS = {
@@ -41,7 +49,8 @@ console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copy
 
 def _usage() -> str:
     lines = ["usage: fadkd <verb> [args]", "", "verbs:"]
-    lines += [f"  {verb:<6} {text}" for verb, text in VERBS.items()]
+    width = max(map(len, VERBS))  # finetune is the longest verb: every description starts in one column
+    lines += [f"  {verb:<{width}}  {text}" for verb, text in VERBS.items()]
     lines += ["", "fadkd <verb> --help shows each verb's options (train: Hydra's config groups)."]
     return "\n".join(lines)
 
@@ -157,24 +166,6 @@ def eval_main(args: list[str]) -> None:
     _print_eval(run_dir, cfg.task.name, evaluate(run_dir, cfg, resolve_device(cfg.train.device)))
 
 
-def check_eval_keys(args: list[str], saved, run_dir: Path) -> None:
-    """Every eval override names a key of the run's config.yaml, and none changes the task it was trained on."""
-    for arg in args:
-        key, _, value = arg.partition("=")
-        key = key.lstrip("+")
-        if key in ("task", "task.name") and value != saved.task.name:
-            raise FadkdError(
-                f"{key}={value}: the student of {run_dir} was trained on {saved.task.name}, and fadkd eval "
-                f"evaluates a run on its own task (its head has that task's labels); leave {key} out, or train "
-                f"a run on {value}"
-            )
-        if key != "run_dir" and OmegaConf.select(saved, key, default="<missing>") == "<missing>":
-            raise FadkdError(
-                f"{key}={value}: fadkd eval has no key {key}; it takes run_dir= and keys of the run's config.yaml "
-                "such as task.data_dir, task.max_eval_samples, train.eval_batch_size (`fadkd eval --help`)"
-            )
-
-
 def _print_eval(run_dir: Path, task: str, metrics: dict) -> None:
     """A readable line on stderr; the JSON line, last on stdout, for scripts."""
     shown = "  ".join(f"{k}={v:.4f}" if isinstance(v, float) else f"{k}={v}" for k, v in metrics.items())
@@ -193,11 +184,7 @@ def table_main(args: list[str]) -> None:
         help="paper: causal-LM runs as Model | Perplexity | BLEU | ROUGE-L | CER (+ vs teacher), paper.md / paper.csv",
     )  # fmt: skip
     ns = parser.parse_args(args)
-    if ns.out is not None:
-        if ns.out.exists() and not ns.out.is_dir():
-            raise FadkdError(f"--out {ns.out} is a file; give a folder (it is created when missing)")
-        ns.out.mkdir(parents=True, exist_ok=True)
-    write_table(ns.paths, ns.out, ns.layout)
+    write_table(ns.paths, out_folder(ns.out), ns.layout)
 
 
 def plot_main(args: list[str]) -> None:
@@ -205,8 +192,13 @@ def plot_main(args: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="fadkd plot", description=VERBS["plot"])
     parser.add_argument("path", type=Path, help="a run folder or a multirun folder")
-    for png in plot_path(parser.parse_args(args).path):
-        print(png)
+    parser.add_argument("--out", type=Path, help="where the PNGs go (default: <run>/plots/), e.g. for a read-only run")
+    ns = parser.parse_args(args)
+    try:
+        written = plot_path(ns.path, out_folder(ns.out))
+    except OSError as err:  # a read-only run folder: --out writes elsewhere
+        raise FadkdError(f"{explain(err)}; or write the plots elsewhere with --out DIR") from None
+    print("\n".join(map(str, written)))
 
 
 def report_main(args: list[str]) -> None:
@@ -214,7 +206,12 @@ def report_main(args: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="fadkd report", description=VERBS["report"])
     parser.add_argument("run", type=Path, help="a finished run folder (with metrics.json)")
-    print(write_report(parser.parse_args(args).run))
+    parser.add_argument("--out", type=Path, help="where report.md and its plots/ go (default: the run folder)")
+    ns = parser.parse_args(args)
+    try:
+        print(write_report(ns.run, out_folder(ns.out)))
+    except OSError as err:
+        raise FadkdError(f"{explain(err)}; or write the report elsewhere with --out DIR") from None
 
 
 HYDRA_RECORD: dict[Path, bytes] = {}  # an existing run's .hydra/ files (fadkd/preflight.py hydra_record)

@@ -9,6 +9,8 @@
 - `run_dirname`: the resolver behind conf/hydra/default.yaml's run folder names: overrides
   whose values are paths are left out, and a name too long for the file system is shortened.
 - `check_model_files`: a local model folder's safetensors files are readable (not truncated).
+- `check_eval_keys`: `fadkd eval`'s overrides name keys of the run's config.yaml and keep its task.
+- `out_folder`: the --out folder of table, plot and report.
 - `explain`: an OSError (permissions, disk full, a path that is a file) as one FadkdError line.
 """
 
@@ -116,9 +118,14 @@ def _writable_folder(key: str, path: Path) -> None:
         ) from None
 
 
+def _unquoted(value: str) -> str:
+    """A Hydra override value without the quotes Hydra removes ('/tmp/my run' -> /tmp/my run)."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
 def check_run_dir(args: list[str]) -> None:
     """hydra.run.dir / hydra.sweep.dir (or outputs/ and multirun/ under the working folder)."""
-    given = dict(_overrides(args))
+    given = {k: _unquoted(v) for k, v in _overrides(args)}
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
     for name in ("hydra.run.dir", "hydra.sweep.dir"):
@@ -136,7 +143,7 @@ def check_run_dir(args: list[str]) -> None:
 def hydra_record(args: list[str]) -> dict[Path, bytes]:
     """The .hydra/ files of an existing run in hydra.run.dir: Hydra rewrites them before fadkd can refuse
     the folder (fadkd/run/folder.py), so the CLI puts them back when it does."""
-    given = dict(_overrides(args))
+    given = {k: _unquoted(v) for k, v in _overrides(args)}
     if "hydra.run.dir" not in given:
         return {}
     folder = Path(given["hydra.run.dir"]).expanduser() / ".hydra"
@@ -189,6 +196,39 @@ def check_model_files(cfg) -> None:
                     f"{role}.path: {file} cannot be read ({str(err).splitlines()[0]}): the file is truncated "
                     "or corrupt; download or save the model again"
                 ) from None
+
+
+def check_eval_keys(args: list[str], saved, run_dir: Path) -> None:
+    """Every eval override names a key of the run's config.yaml, and none changes the task it was trained on."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+")
+        if key in ("task", "task.name") and value != saved.task.name:
+            raise FadkdError(
+                f"{key}={value}: the student of {run_dir} was trained on {saved.task.name}, and fadkd eval "
+                f"evaluates a run on its own task (its head has that task's labels); leave {key} out, or train "
+                f"a run on {value}"
+            )
+        if key != "run_dir" and OmegaConf.select(saved, key, default="<missing>") == "<missing>":
+            raise FadkdError(
+                f"{key}={value}: fadkd eval has no key {key}; it takes run_dir= and keys of the run's config.yaml "
+                "such as task.data_dir, task.max_eval_samples, train.eval_batch_size (`fadkd eval --help`)"
+            )
+
+
+def out_folder(out: Path | None) -> Path | None:
+    """--out of table, plot and report: a folder, created when missing; a file or an unwritable place refused."""
+    if out is None:
+        return None
+    if out.exists() and not out.is_dir():
+        raise FadkdError(f"--out {out} is a file; give a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FadkdError(
+            f"--out {out}: cannot create the folder ({explain(err)}); choose a folder you can write"
+        ) from None
+    return out
 
 
 HINTS = {

@@ -6,7 +6,7 @@ requires the row's message, a non-zero exit and no traceback.
 
 from pathlib import Path
 
-from error_cases import _raising, _train
+from error_cases import _raising, _run, _train
 from transformers import BertConfig, BertForSequenceClassification, BertModel, LlamaConfig, LlamaForCausalLM
 
 from fadkd.models.load import TINY_TOKENIZER
@@ -55,6 +55,15 @@ def _fake_run(tmp: Path) -> Path:
     return tmp / "run"
 
 
+def _empty_metrics(tmp: Path) -> str:
+    """A run folder whose metrics.json was left empty (a run cut off while writing it)."""
+    (tmp / "cut").mkdir()
+    (tmp / "cut" / "config.yaml").write_text("loss: {}\n")
+    (tmp / "cut" / "steps.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
+    (tmp / "cut" / "metrics.json").write_text("")
+    return str(tmp / "cut")
+
+
 def _csv(tmp: Path) -> list[str]:
     (tmp / "train.csv").write_text('id,text\n1,"a first text"\n2,"a second text"\n')
     (tmp / "dev.txt").write_text("a held-out text\n")
@@ -84,5 +93,7 @@ ISSUE28_CASES = {
     "augment-lm-not-causal": lambda t: ["train", "task.augment=1", "task.augment_method=lm", f"cache.dir={t / 'c'}",
                                         f"task.augment_lm={_folder(t, 'e', _classifier(), tokenizer=True)}"],
     "lm-text-csv": lambda t: ["train", *_csv(t)],
+    "resume-force-other-task": lambda t: ["train", _run(t), "train.resume=force", "task=mrpc", "task.data_dir=sample"],
+    "plot-metrics-empty": lambda t: ["plot", _empty_metrics(t)],
     "ctrl-c-before-checkpoint": lambda t: _raising(KeyboardInterrupt(), _train(t)),
 }  # fmt: skip

@@ -33,7 +33,8 @@ def small_disk(tmp_path):
 
     yield mount
     for disk in mounted:
-        subprocess.run(["umount", str(disk)], check=False)
+        if subprocess.run(["umount", str(disk)], capture_output=True).returncode != 0:  # a memory map the caught
+            subprocess.run(["umount", "-l", str(disk)], check=False)  # exception's frames still hold: detach
 
 
 def _fails(args: list[str], capsys) -> str:

@@ -101,6 +101,11 @@ IGNORED_ON_RESUME = {f"train.{k}" for k in (
 )} | {"cache.dir"}  # fmt: skip
 
 
+# Student keys that change the checkpoint's tensors: train.resume=force refuses them too (and task.name).
+SHAPE_KEYS = {"path", "arch", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_position_embeddings",
+              "num_kv_heads", "init", "keep_layers", "every_k", "layers_from"}  # fmt: skip
+
+
 def _flat(node, prefix: str = "") -> dict[str, object]:
     if not OmegaConf.is_dict(node):
         return {prefix[:-1]: OmegaConf.to_container(node) if OmegaConf.is_config(node) else node}
@@ -120,6 +125,14 @@ def check_same_settings(out_dir: Path, old, new, resume) -> None:
         return
     listing = "; ".join(f"{k}: {before.get(k, '(absent)')} -> {after.get(k, '(absent)')}" for k in changed[:8])
     listing += f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+    fixed = [k for k in changed if k == "task.name" or k.removeprefix("student.") in SHAPE_KEYS]
+    if resume == "force" and fixed:
+        raise RunDirError(
+            f"train.resume=force cannot continue {out_dir} with other "
+            + "; ".join(f"{k} ({before.get(k)} -> {after.get(k)})" for k in fixed)
+            + ": its checkpoints hold a student of that task and shape (head, labels, layers), which cannot train "
+            "as another one; start a new run in another hydra.run.dir, or resume with the run's own values"
+        )
     if resume == "force":
         print(f"train.resume=force: continuing {out_dir} with changed settings: {listing}", file=sys.stderr)
         return
