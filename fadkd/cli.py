@@ -33,6 +33,7 @@ from fadkd.preflight import (
     explain,
     hydra_record,
     out_folder,
+    out_of_memory,
 )
 
 CONF_DIR = os.environ.get("FADKD_CONF_DIR", str(Path(__file__).resolve().parents[1] / "conf"))
@@ -92,6 +93,7 @@ def train_main(config_name: str = "config") -> None:
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
         hydra_cfg = HydraConfig.get()
+        config = None
         try:
             config = to_config(cfg)
             check_model_files(config)
@@ -118,6 +120,11 @@ def train_main(config_name: str = "config") -> None:
             if err.run_dir is not None:
                 err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
             _fail(err)
+        except (RuntimeError, MemoryError) as err:  # a student or batch too large: one line, not the allocator's
+            oom = out_of_memory(err, config, Path(hydra_cfg.runtime.output_dir)) if config else None
+            if oom is None or record_failure(hydra_cfg):
+                raise
+            _fail(oom)
         except USER_ERRORS as err:
             if record_failure(hydra_cfg):
                 raise  # a failed job of a parallel launcher or an Optuna search (fadkd/config/sweeps.py)

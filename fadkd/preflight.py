@@ -11,6 +11,7 @@
 - `check_model_files`: a local model folder's safetensors files are readable (not truncated).
 - `check_eval_keys`: `fadkd eval`'s overrides name keys of the run's config.yaml and keep its task.
 - `out_folder`: the --out folder of table, plot and report.
+- `out_of_memory`: a failed allocation as one line: how much, and what to lower.
 - `explain`: an OSError (permissions, disk full, a path that is a file) as one FadkdError line.
 """
 
@@ -19,6 +20,7 @@ import difflib
 import errno
 import hashlib
 import os
+import re
 import shutil
 import tempfile
 from pathlib import Path
@@ -243,6 +245,33 @@ HINTS = {
     errno.EEXIST: "it already exists",
     errno.ENOENT: "no such file or folder",
 }
+
+
+def out_of_memory(err: BaseException, cfg, out_dir: Path) -> FadkdError | None:
+    """A failed allocation (torch's CPU allocator, CUDA, Python's MemoryError) as one line: how much did not
+    fit and what to lower; None for any other error. What was saved before it (checkpoints) is untouched."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    found = re.search(r"allocate (\d+) bytes", text)
+    size = (
+        f"{int(found.group(1)) / 2**30:.2f} GiB"
+        if found
+        else (re.findall(r"allocate ([\d.]+ [KMGT]i?B)", text) or ["?"])[0]
+    )
+    kept = any((out_dir / "checkpoints").glob("step-*"))
+    s = cfg.student
+    model = (
+        f"the student (student.hidden_size={s.hidden_size}, student.intermediate_size={s.intermediate_size}, "
+        f"student.num_layers={s.num_layers})"
+        if s.path is None
+        else f"the model size (student.path={s.path})"
+    )
+    return FadkdError(
+        f"out of memory: an allocation of {size} did not fit; lower train.batch_size (now {cfg.train.batch_size}), "
+        f"train.eval_batch_size (now {cfg.train.eval_batch_size}), task.max_length (now {cfg.task.max_length}) or "
+        f"{model}" + (f"; the checkpoints in {out_dir / 'checkpoints'} are intact" if kept else "")
+    )
 
 
 def explain(err: OSError) -> FadkdError:
