@@ -9,7 +9,8 @@ training rows, max length, the teacher layers stored and the dtype. A cache foun
 explicit `cache.path` with another key is refused with the components that differ.
 
 Layout of <cache dir>/<key>/: meta.json (key components, lengths, offsets, teacher shape and dev
-metrics), logits.npy, and one raw file per stored layer: hidden_<l>.bin ([sum of lengths, width])
+metrics, each data file's size and sha256: a file cut short or changed is named when the cache is
+opened, and the cache is built again), logits.npy, and one raw file per stored layer: hidden_<l>.bin ([sum of lengths, width])
 and attn_<l>.bin (heads x length x length per row, concatenated).
 """
 
