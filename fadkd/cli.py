@@ -25,7 +25,16 @@ from safetensors import SafetensorError
 
 from fadkd.errors import FadkdError
 from fadkd.help import EVAL_HELP, config_help
-from fadkd.preflight import check_keys, check_model_files, check_run_dir, explain, hydra_record
+from fadkd.preflight import (
+    check_eval_keys,
+    check_keys,
+    check_model_files,
+    check_run_dir,
+    explain,
+    hydra_record,
+    out_folder,
+    out_of_memory,
+)
 
 CONF_DIR = os.environ.get("FADKD_CONF_DIR", str(Path(__file__).resolve().parents[1] / "conf"))
 VERBS = {
@@ -41,7 +50,8 @@ console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copy
 
 def _usage() -> str:
     lines = ["usage: fadkd <verb> [args]", "", "verbs:"]
-    lines += [f"  {verb:<6} {text}" for verb, text in VERBS.items()]
+    width = max(map(len, VERBS))  # finetune is the longest verb: every description starts in one column
+    lines += [f"  {verb:<{width}}  {text}" for verb, text in VERBS.items()]
     lines += ["", "fadkd <verb> --help shows each verb's options (train: Hydra's config groups)."]
     return "\n".join(lines)
 
@@ -67,6 +77,7 @@ def train_main(config_name: str = "config") -> None:
     import hydra
     from hydra.core.hydra_config import HydraConfig
 
+    from fadkd.config.advice import config_warnings
     from fadkd.config.schema import register_configs, to_config
     from fadkd.config.sweeps import record_failure, register_resolvers, threads_per_job
     from fadkd.preflight import register_dirname_resolver
@@ -82,20 +93,38 @@ def train_main(config_name: str = "config") -> None:
     @hydra.main(version_base="1.3", config_path=CONF_DIR, config_name=config_name)
     def _train(cfg) -> float:
         hydra_cfg = HydraConfig.get()
+        config = None
         try:
             config = to_config(cfg)
             check_model_files(config)
+            for line in config_warnings(config) if os.environ.get("RANK", "0") == "0" else []:
+                console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
             if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/config/sweeps.py)
                 config.train.num_threads = threads_per_job(hydra_cfg)
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except BrokenPipeError:
             raise  # stdout closed (`| head`): main() ends quietly
+        except KeyboardInterrupt:  # a second Ctrl-C (fadkd/run/guards.py), or one before the loop (the cache build)
+            out = Path(hydra_cfg.runtime.output_dir)
+            if any((out / "checkpoints").glob("step-*")):
+                hint = f"resume from its last checkpoint with:\n  {resume_command(out, overrides_of(out))}"
+            else:
+                hint = f"{out} has no checkpoint yet, so nothing to resume: add train.overwrite=true to start it again"
+            console.print(
+                f"[yellow]interrupted:[/] stopped at once, without writing a checkpoint; {hint}", highlight=False
+            )
+            sys.exit(130)
         except RunDirError as err:  # the folder held another run: its Hydra record stays its own
             for path, data in HYDRA_RECORD.items():
                 path.write_bytes(data)
             if err.run_dir is not None:
                 err = RunDirError(f"{err}:\n  {resume_command(err.run_dir, overrides_of(err.run_dir))}")
             _fail(err)
+        except (RuntimeError, MemoryError) as err:  # a student or batch too large: one line, not the allocator's
+            oom = out_of_memory(err, config, Path(hydra_cfg.runtime.output_dir)) if config else None
+            if oom is None or record_failure(hydra_cfg):
+                raise
+            _fail(oom)
         except USER_ERRORS as err:
             if record_failure(hydra_cfg):
                 raise  # a failed job of a parallel launcher or an Optuna search (fadkd/config/sweeps.py)
@@ -125,14 +154,20 @@ def eval_main(args: list[str]) -> None:
         raise FadkdError(f"cannot parse {args}: {err}; write key=value pairs") from None
     if "run_dir" not in overrides:
         raise FadkdError("fadkd eval needs run_dir=<a run's output folder>")
-    run_dir = Path(overrides.pop("run_dir"))
+    if not overrides.run_dir:
+        raise FadkdError(
+            "fadkd eval run_dir= is empty; give the folder `fadkd train` printed, e.g. run_dir=outputs/run"
+        )
+    run_dir = Path(str(overrides.pop("run_dir")))
     if not (run_dir / "config.yaml").is_file():
         raise FadkdError(f"{run_dir} is not a fadkd run folder (no config.yaml); give the folder `fadkd train` printed")
     if not (run_dir / "student" / "config.json").is_file():
         raise ModelError(
             f"{run_dir} has no saved student (student/config.json); was it trained with train.save_student=false?"
         )
-    cfg = OmegaConf.merge(OmegaConf.load(run_dir / "config.yaml"), overrides)
+    saved = OmegaConf.load(run_dir / "config.yaml")
+    check_eval_keys(args, saved, run_dir)
+    cfg = OmegaConf.merge(saved, overrides)
     # causal LM: perplexity, BLEU, ROUGE, CER (fadkd/run/lm.py); GLUE: the task's metrics (fadkd/eval/glue.py)
     evaluate = eval_lm_run if is_lm_task(cfg.task.name) else eval_glue_run
     _print_eval(run_dir, cfg.task.name, evaluate(run_dir, cfg, resolve_device(cfg.train.device)))
@@ -156,11 +191,7 @@ def table_main(args: list[str]) -> None:
         help="paper: causal-LM runs as Model | Perplexity | BLEU | ROUGE-L | CER (+ vs teacher), paper.md / paper.csv",
     )  # fmt: skip
     ns = parser.parse_args(args)
-    if ns.out is not None:
-        if ns.out.exists() and not ns.out.is_dir():
-            raise FadkdError(f"--out {ns.out} is a file; give a folder (it is created when missing)")
-        ns.out.mkdir(parents=True, exist_ok=True)
-    write_table(ns.paths, ns.out, ns.layout)
+    write_table(ns.paths, out_folder(ns.out), ns.layout)
 
 
 def plot_main(args: list[str]) -> None:
@@ -168,8 +199,13 @@ def plot_main(args: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="fadkd plot", description=VERBS["plot"])
     parser.add_argument("path", type=Path, help="a run folder or a multirun folder")
-    for png in plot_path(parser.parse_args(args).path):
-        print(png)
+    parser.add_argument("--out", type=Path, help="where the PNGs go (default: <run>/plots/), e.g. for a read-only run")
+    ns = parser.parse_args(args)
+    try:
+        written = plot_path(ns.path, out_folder(ns.out))
+    except OSError as err:  # a read-only run folder: --out writes elsewhere
+        raise FadkdError(f"{explain(err)}; or write the plots elsewhere with --out DIR") from None
+    print("\n".join(map(str, written)))
 
 
 def report_main(args: list[str]) -> None:
@@ -177,7 +213,12 @@ def report_main(args: list[str]) -> None:
 
     parser = argparse.ArgumentParser(prog="fadkd report", description=VERBS["report"])
     parser.add_argument("run", type=Path, help="a finished run folder (with metrics.json)")
-    print(write_report(parser.parse_args(args).run))
+    parser.add_argument("--out", type=Path, help="where report.md and its plots/ go (default: the run folder)")
+    ns = parser.parse_args(args)
+    try:
+        print(write_report(ns.run, out_folder(ns.out)))
+    except OSError as err:
+        raise FadkdError(f"{explain(err)}; or write the report elsewhere with --out DIR") from None
 
 
 HYDRA_RECORD: dict[Path, bytes] = {}  # an existing run's .hydra/ files (fadkd/preflight.py hydra_record)
@@ -186,6 +227,7 @@ HYDRA_INFO_FLAGS = ("--cfg", "-c", "--info", "-i", "--hydra-help", "--shell-comp
 
 def _train_verb(verb: str, rest: list[str]) -> None:
     """train / finetune: our --help, the checks Hydra cannot make, then Hydra's main."""
+    from fadkd.config.jobs import check_jobs, check_yaml
     from fadkd.run.distributed import hydra_overrides_for_workers
 
     config_name = "config" if verb == "train" else "finetune"
@@ -197,8 +239,11 @@ def _train_verb(verb: str, rest: list[str]) -> None:
         return
     check_keys(rest)
     rest = hydra_overrides_for_workers(rest)  # torchrun: ranks > 0 write no Hydra files
+    check_yaml(rest, config_name)
     if not any(a in HYDRA_INFO_FLAGS for a in rest):
         check_run_dir(rest)
+        if "-m" in rest or "--multirun" in rest:
+            check_jobs(CONF_DIR, config_name, rest)
     HYDRA_RECORD.clear()
     HYDRA_RECORD.update(hydra_record(rest))
     sys.argv = [f"{sys.argv[0]} {verb}", *rest]  # Hydra parses sys.argv

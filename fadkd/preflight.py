@@ -9,6 +9,9 @@
 - `run_dirname`: the resolver behind conf/hydra/default.yaml's run folder names: overrides
   whose values are paths are left out, and a name too long for the file system is shortened.
 - `check_model_files`: a local model folder's safetensors files are readable (not truncated).
+- `check_eval_keys`: `fadkd eval`'s overrides name keys of the run's config.yaml and keep its task.
+- `out_folder`: the --out folder of table, plot and report.
+- `out_of_memory`: a failed allocation as one line: how much, and what to lower.
 - `explain`: an OSError (permissions, disk full, a path that is a file) as one FadkdError line.
 """
 
@@ -17,6 +20,8 @@ import difflib
 import errno
 import hashlib
 import os
+import re
+import shutil
 import tempfile
 from pathlib import Path
 
@@ -30,6 +35,7 @@ from fadkd.errors import FadkdError
 
 NAME_MAX = 255  # bytes per path component on Linux / macOS file systems
 DIRNAME_MAX = 120  # the override part of a run folder's name, in bytes
+MIN_FREE = 1 << 20  # bytes a run folder's disk must have free before a run starts (config files, logs)
 
 
 def _schema_sections() -> dict[str, type]:
@@ -105,6 +111,8 @@ def _writable_folder(key: str, path: Path) -> None:
             raise PermissionError(errno.EACCES, "permission denied", str(existing))
         path.mkdir(parents=True, exist_ok=True)
         tempfile.TemporaryFile(dir=path).close()
+        if shutil.disk_usage(path).free < MIN_FREE:  # Hydra writes .hydra/ first: a full disk fails inside it
+            raise OSError(errno.ENOSPC, "no space left", str(path))
     except OSError as err:
         raise FadkdError(
             f"{key}={path}: cannot create or write the folder ({explain(err)}); choose a folder you can "
@@ -112,11 +120,22 @@ def _writable_folder(key: str, path: Path) -> None:
         ) from None
 
 
+def _unquoted(value: str) -> str:
+    """A Hydra override value without the quotes Hydra removes ('/tmp/my run' -> /tmp/my run)."""
+    return value[1:-1] if len(value) >= 2 and value[0] == value[-1] and value[0] in "'\"" else value
+
+
 def check_run_dir(args: list[str]) -> None:
     """hydra.run.dir / hydra.sweep.dir (or outputs/ and multirun/ under the working folder)."""
-    given = dict(_overrides(args))
+    given = {k: _unquoted(v) for k, v in _overrides(args)}
     multirun = "-m" in args or "--multirun" in args
     key = "hydra.sweep.dir" if multirun else "hydra.run.dir"
+    for name in ("hydra.run.dir", "hydra.sweep.dir"):
+        if name in given and not given[name].strip().strip("'\""):
+            raise FadkdError(
+                f"{name}= is empty, which would write the run's files (config.yaml, student/, checkpoints/) into the "
+                f"current folder {Path.cwd()}; give a folder, e.g. {name}=outputs/my-run"
+            )
     if "${" in given.get(key, ""):
         return  # an interpolation: Hydra resolves it
     path = Path(given[key]).expanduser() if key in given else Path.cwd() / ("multirun" if multirun else "outputs")
@@ -126,7 +145,7 @@ def check_run_dir(args: list[str]) -> None:
 def hydra_record(args: list[str]) -> dict[Path, bytes]:
     """The .hydra/ files of an existing run in hydra.run.dir: Hydra rewrites them before fadkd can refuse
     the folder (fadkd/run/folder.py), so the CLI puts them back when it does."""
-    given = dict(_overrides(args))
+    given = {k: _unquoted(v) for k, v in _overrides(args)}
     if "hydra.run.dir" not in given:
         return {}
     folder = Path(given["hydra.run.dir"]).expanduser() / ".hydra"
@@ -181,6 +200,39 @@ def check_model_files(cfg) -> None:
                 ) from None
 
 
+def check_eval_keys(args: list[str], saved, run_dir: Path) -> None:
+    """Every eval override names a key of the run's config.yaml, and none changes the task it was trained on."""
+    for arg in args:
+        key, _, value = arg.partition("=")
+        key = key.lstrip("+")
+        if key in ("task", "task.name") and value != saved.task.name:
+            raise FadkdError(
+                f"{key}={value}: the student of {run_dir} was trained on {saved.task.name}, and fadkd eval "
+                f"evaluates a run on its own task (its head has that task's labels); leave {key} out, or train "
+                f"a run on {value}"
+            )
+        if key != "run_dir" and OmegaConf.select(saved, key, default="<missing>") == "<missing>":
+            raise FadkdError(
+                f"{key}={value}: fadkd eval has no key {key}; it takes run_dir= and keys of the run's config.yaml "
+                "such as task.data_dir, task.max_eval_samples, train.eval_batch_size (`fadkd eval --help`)"
+            )
+
+
+def out_folder(out: Path | None) -> Path | None:
+    """--out of table, plot and report: a folder, created when missing; a file or an unwritable place refused."""
+    if out is None:
+        return None
+    if out.exists() and not out.is_dir():
+        raise FadkdError(f"--out {out} is a file; give a folder (it is created when missing)")
+    try:
+        out.mkdir(parents=True, exist_ok=True)
+    except OSError as err:
+        raise FadkdError(
+            f"--out {out}: cannot create the folder ({explain(err)}); choose a folder you can write"
+        ) from None
+    return out
+
+
 HINTS = {
     errno.EACCES: "permission denied: check its permissions or choose another folder",
     errno.EPERM: "operation not permitted: check its permissions or choose another folder",
@@ -193,6 +245,33 @@ HINTS = {
     errno.EEXIST: "it already exists",
     errno.ENOENT: "no such file or folder",
 }
+
+
+def out_of_memory(err: BaseException, cfg, out_dir: Path) -> FadkdError | None:
+    """A failed allocation (torch's CPU allocator, CUDA, Python's MemoryError) as one line: how much did not
+    fit and what to lower; None for any other error. What was saved before it (checkpoints) is untouched."""
+    text = str(err)
+    if not (isinstance(err, MemoryError) or "can't allocate memory" in text or "out of memory" in text.lower()):
+        return None
+    found = re.search(r"allocate (\d+) bytes", text)
+    size = (
+        f"{int(found.group(1)) / 2**30:.2f} GiB"
+        if found
+        else (re.findall(r"allocate ([\d.]+ [KMGT]i?B)", text) or ["?"])[0]
+    )
+    kept = any((out_dir / "checkpoints").glob("step-*"))
+    s = cfg.student
+    model = (
+        f"the student (student.hidden_size={s.hidden_size}, student.intermediate_size={s.intermediate_size}, "
+        f"student.num_layers={s.num_layers})"
+        if s.path is None
+        else f"the model size (student.path={s.path})"
+    )
+    return FadkdError(
+        f"out of memory: an allocation of {size} did not fit; lower train.batch_size (now {cfg.train.batch_size}), "
+        f"train.eval_batch_size (now {cfg.train.eval_batch_size}), task.max_length (now {cfg.task.max_length}) or "
+        f"{model}" + (f"; the checkpoints in {out_dir / 'checkpoints'} are intact" if kept else "")
+    )
 
 
 def explain(err: OSError) -> FadkdError:

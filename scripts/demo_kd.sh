@@ -16,7 +16,22 @@ FADKD=${FADKD:-.venv/bin/fadkd}
 PYTHON=${PYTHON:-.venv/bin/python}
 out=${1:-${DEMO_OUT:-outputs/demo}}
 SEED=${SEED:-42}
+# Only a folder this demo wrote (or an empty / new one) is replaced: never a folder holding anything else.
+if [ -e "$out" ]; then
+  other=$(ls -A "$out" 2>/dev/null | grep -vxE 'teacher|student_alone|distilled|\.fadkd-demo' || true)
+  if [ ! -d "$out" ]; then
+    echo "error: $out is a file, not a folder; give a new or empty folder, e.g. scripts/demo_kd.sh outputs/demo" >&2
+    exit 2
+  fi
+  if [ -n "$other" ]; then
+    echo "error: $out is not a folder this demo wrote (it holds: $(echo $other | cut -c1-80)); give a new or" \
+      "empty folder, e.g. scripts/demo_kd.sh outputs/demo" >&2
+    exit 2
+  fi
+fi
 rm -rf "$out"
+mkdir -p "$out"
+touch "$out/.fadkd-demo"
 # One thread: models this small gain nothing from a second one, and on a busy machine two threads wait on
 # each other (a 70-step run: 1.7 s on one thread, 26.6 s on two, measured with other jobs on the 2 cores).
 # No checkpoints: the demo never resumes.

@@ -12,6 +12,7 @@ import pytest
 import torch
 from conftest import FIXTURES, ROOT
 from error_cases import MORE_CASES, end_live, prepare
+from error_cases_28 import ISSUE28_CASES
 from prune_cases import PRUNE_CASES
 from transformers import BertConfig, BertForSequenceClassification
 
@@ -236,6 +237,7 @@ CASES = {
     **LM_CASES,
     **PRUNE_CASES,  # issue 27: student.init=pruned (tests/prune_cases.py)
     **MORE_CASES,  # issue 20: ranges, paths, files, verbs, signals, live runs, resume (tests/error_cases.py)
+    **ISSUE28_CASES,  # issue 28: tracebacks, crashes and silence a new user still met (tests/error_cases_28.py)
 }
 
 

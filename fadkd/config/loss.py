@@ -30,6 +30,11 @@ class MappingConfig:
 
     def __post_init__(self) -> None:
         self.strategy = choose(MappingStrategy, "mapping.strategy", self.strategy)
+        if self.pairs is not None and self.strategy != MappingStrategy.explicit:
+            raise ConfigError(
+                f"mapping.pairs={list(self.pairs)} is set but mapping.strategy={self.strategy} ignores it; add "
+                "mapping=explicit to use these pairs, or leave mapping.pairs out"
+            )
 
 
 def check_weights(values: dict[str, float]) -> None:

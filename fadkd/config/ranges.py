@@ -77,7 +77,9 @@ RANGES: dict[str, Range] = {
     "task.max_new_tokens": Range(low=1, means="generated tokens per held-out text"),
     "task.eval_samples": Range(low=1, null=True, means="held-out texts to generate for"),
     **{f"loss.{key}": WEIGHT for key in WEIGHT_KEYS},  # one per term of fadkd/losses/table.py
-    "loss.temperature": Range(low=0, low_open=True, means="the softmax temperature τ (typical: 1 to 4)"),
+    # Outside [0.01, 100] the softened distributions are one-hot (the KD term is exactly 0) or uniform, and
+    # τ² overflows a float near 1e154: no τ there distils anything.
+    "loss.temperature": Range(low=0.01, high=100, means="the softmax temperature τ (typical: 1 to 4)"),
     "loss.dkd_alpha": Range(low=0, means="the weight of DKD's target-class part"),
     "loss.dkd_beta": Range(low=0, means="the weight of DKD's non-target-class part"),
     "loss.contrast_temperature": Range(

@@ -23,10 +23,11 @@ import re
 from pathlib import Path
 
 import torch
-from transformers import AutoModelForCausalLM, AutoTokenizer
+from transformers import AutoConfig, AutoModelForCausalLM, AutoTokenizer
 
 from fadkd.config.schema import Config, ModelConfig
 from fadkd.data.augment import UNLABELLED
+from fadkd.models.lm import _is_causal
 from fadkd.models.load import ModelError, _check_folder
 from fadkd.teacher.cache import teacher_fingerprint
 
@@ -43,6 +44,7 @@ def lm_copies(rows: list[dict], task, cfg: Config, log=print) -> list[dict]:
             "(`make models` builds smollm2-135m into $FADKD_ASSETS)"
         )
     _check_folder(t.augment_lm, "augment_lm", "task")
+    check_proposer(t.augment_lm)
     lm = ModelConfig(name="augment-lm", path=t.augment_lm)
     spec = {"rows": rows, "columns": task.text_columns, "copies": t.augment, "p": t.augment_p, "seed": t.augment_seed}
     key = hashlib.sha256(json.dumps({**spec, "lm": teacher_fingerprint(lm), "top_k": TOP_K}).encode()).hexdigest()
@@ -69,6 +71,26 @@ def lm_copies(rows: list[dict], task, cfg: Config, log=print) -> list[dict]:
     tmp.write_text("".join(json.dumps(row) + "\n" for row in copies))
     os.replace(tmp, path)
     return copies
+
+
+def check_proposer(path: str) -> None:
+    """task.augment_lm is a causal LM folder with a tokenizer that has a start (or end) token."""
+    folder = os.path.expanduser(path)
+    try:
+        config = AutoConfig.from_pretrained(folder)
+        tok = AutoTokenizer.from_pretrained(folder)
+    except (OSError, ValueError) as err:
+        raise ModelError(f"task.augment_lm={path}: cannot load a causal LM and its tokenizer ({err})") from None
+    if not _is_causal(config):
+        raise ModelError(
+            f"task.augment_lm={path} is not a causal language model (architectures: {config.architectures}); "
+            "augment_method=lm proposes words with one: give a causal LM folder, e.g. the smollm2-135m of `make models`"
+        )
+    if tok.bos_token_id is None and tok.eos_token_id is None:
+        raise ModelError(
+            f"task.augment_lm={path}: its tokenizer has neither a start nor an end token to begin each text with; "
+            "give a causal LM whose tokenizer has one (bos_token or eos_token)"
+        )
 
 
 def substitute(text: str, proposals: list[list[tuple[str, float]]], p: float, rng: random.Random) -> str:

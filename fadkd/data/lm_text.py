@@ -91,6 +91,9 @@ def load_texts(task: LmTask, split: str, cfg, data_dir: str | None) -> list[str]
     return texts
 
 
+TABLE_SUFFIXES = (".csv", ".tsv", ".parquet", ".arrow", ".xlsx", ".gz", ".zip", ".bz2", ".xz", ".zst")
+
+
 def _read_text_source(path: Path, key: str, column: str, split: str) -> list[str]:
     if not path.exists():
         raise LmDataError(
@@ -99,6 +102,12 @@ def _read_text_source(path: Path, key: str, column: str, split: str) -> list[str
         )
     if path.is_dir():
         return _read_datasets_folder(path, key, column, split)
+    if path.suffix.lower() in TABLE_SUFFIXES:
+        raise LmDataError(
+            f"{key}={path}: a {path.suffix} file would be read as raw lines (header, ids and quotes included); give "
+            f"a .txt file (one text per line), a .jsonl file with a '{column}' field, or a datasets folder "
+            "(e.g. datasets.load_dataset('csv', data_files=...).save_to_disk(dir))"
+        )
     try:
         lines = path.read_text(encoding="utf-8").splitlines()
     except UnicodeDecodeError as err:

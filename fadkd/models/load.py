@@ -24,6 +24,8 @@ from fadkd.errors import FadkdError
 from fadkd.models import attention
 
 TINY_TOKENIZER = Path(__file__).parents[1] / "assets" / "tiny-tokenizer"
+TOKENIZER_FILES = ("tokenizer.json", "vocab.txt", "tokenizer_config.json", "vocab.json", "tokenizer.model",
+                   "spiece.model", "sentencepiece.bpe.model", "merges.txt")  # fmt: skip
 
 
 class ModelError(FadkdError):
@@ -63,7 +65,15 @@ def load_tokenizer(cfg: ModelConfig, role: str) -> PreTrainedTokenizerBase:
     """The tokenizer of `cfg`: its own folder / Hub id, else the shipped tiny one."""
     source = cfg.tokenizer or cfg.path or str(TINY_TOKENIZER)
     if (cfg.tokenizer or cfg.path) and _looks_local(source):
-        _check_folder(source, "tokenizer" if cfg.tokenizer else "path", role)
+        key = "tokenizer" if cfg.tokenizer else "path"
+        _check_folder(source, key, role)
+        folder = Path(source).expanduser()
+        if folder.is_dir() and not any((folder / name).is_file() for name in TOKENIZER_FILES):
+            raise ModelError(
+                f"{role}.{key}={source} holds no tokenizer files ({', '.join(TOKENIZER_FILES[:3])}, ...), so every "
+                f"word would be read as an unknown token; set {role}.tokenizer=<the folder or Hub id of the "
+                "tokenizer it was trained with>, or save it there with tokenizer.save_pretrained(dir)"
+            )
     try:
         return AutoTokenizer.from_pretrained(os.path.expanduser(source))
     except (OSError, ValueError) as err:

@@ -15,6 +15,7 @@ last pair is the teacher's top layer.
 """
 
 import copy
+import os
 from dataclasses import replace
 
 import torch
@@ -38,13 +39,13 @@ def layer_list(model: nn.Module) -> nn.ModuleList:
     raise ModelError(f"cannot find the {depth} transformer layers of {type(model).__name__} to keep a subset")
 
 
-def layers_to_keep(cfg: ModelConfig, teacher_depth: int) -> list[int]:
-    """0-based teacher layers the from_teacher student keeps."""
+def layers_to_keep(cfg: ModelConfig, teacher_depth: int, source: str = "the teacher") -> list[int]:
+    """0-based teacher layers the from_teacher student keeps (`source`: where they come from, for the message)."""
     keep = list(cfg.keep_layers) if cfg.keep_layers is not None else list(range(0, teacher_depth, cfg.every_k))
     bad = [k for k in keep if k >= teacher_depth]
     if bad:
         raise ModelError(
-            f"student.keep_layers {bad} out of range: the teacher has {teacher_depth} layers, numbered 0 to "
+            f"student.keep_layers {bad} out of range: {source} has {teacher_depth} layers, numbered 0 to "
             f"{teacher_depth - 1}"
         )
     return keep
@@ -71,6 +72,18 @@ def from_teacher(teacher: PreTrainedModel, keep: list[int]) -> PreTrainedModel:
     return student.train()
 
 
+SHAPE = ("model_type", "hidden_size", "num_attention_heads", "intermediate_size", "vocab_size")
+
+
+def _shape(cfg: ModelConfig) -> dict:
+    """The teacher's architecture and widths: its folder's config.json, or the tiny preset's fields."""
+    if cfg.path is not None:
+        config = AutoConfig.from_pretrained(os.path.expanduser(cfg.path), trust_remote_code=cfg.trust_remote_code)
+        return {k: getattr(config, k, None) for k in SHAPE}
+    return {"model_type": str(cfg.arch), "hidden_size": cfg.hidden_size, "num_attention_heads": cfg.num_heads,
+            "intermediate_size": cfg.intermediate_size}  # fmt: skip
+
+
 def layer_source(cfg: Config) -> ModelConfig:
     """The model whose layers a from_teacher student keeps: the teacher, or student.layers_from."""
     source = cfg.student.layers_from
@@ -78,15 +91,17 @@ def layer_source(cfg: Config) -> ModelConfig:
         return cfg.teacher
     if _looks_local(source):
         _check_folder(source, "layers_from", "student")
-    if cfg.teacher.path is not None:
-        mine, theirs = (AutoConfig.from_pretrained(p) for p in (source, cfg.teacher.path))
-        shape = ("model_type", "hidden_size", "num_attention_heads", "vocab_size")
-        differ = [k for k in shape if getattr(mine, k, None) != getattr(theirs, k, None)]
-        if differ:
-            raise ModelError(
-                f"student.layers_from={source} is not the teacher's architecture ({', '.join(differ)} differ); "
-                "take the layers from a checkpoint of the same model (e.g. the teacher's pretrained base)"
-            )
+    try:
+        mine = AutoConfig.from_pretrained(os.path.expanduser(source))
+    except (OSError, ValueError) as err:
+        raise ModelError(f"student.layers_from={source}: cannot read its config.json ({err})") from None
+    theirs = _shape(cfg.teacher)
+    differ = [f"{k} {getattr(mine, k, None)} vs {v}" for k, v in theirs.items() if getattr(mine, k, None) != v]
+    if differ:
+        raise ModelError(
+            f"student.layers_from={source} is not the teacher's architecture ({', '.join(differ)} in the teacher); "
+            "take the layers from a checkpoint of the same model and width (e.g. the teacher's pretrained base)"
+        )
     return replace(cfg.teacher, name=f"{cfg.teacher.name}-base", path=source)
 
 
@@ -100,7 +115,8 @@ def build_classifier_student(cfg: Config, num_labels: int, vocab_size: int, attn
         full = load_classifier(layer_source(cfg), "student", num_labels, vocab_size, attn)
     if cfg.student.init == "pruned":
         return full
-    return from_teacher(full, layers_to_keep(cfg.student, full.config.num_hidden_layers))
+    source = f"student.layers_from={cfg.student.layers_from}" if cfg.student.layers_from else "the teacher"
+    return from_teacher(full, layers_to_keep(cfg.student, full.config.num_hidden_layers, source))
 
 
 def kept_pairs(cfg: Config) -> list[list[int]]:

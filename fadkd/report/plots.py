@@ -27,7 +27,7 @@ from omegaconf import OmegaConf  # noqa: E402
 
 from fadkd.errors import FadkdError  # noqa: E402
 from fadkd.losses.table import TERMS  # noqa: E402
-from fadkd.report.runs import find_runs, overrides_of, read_metrics  # noqa: E402
+from fadkd.report.runs import find_runs, metric_family, overrides_of, read_metrics  # noqa: E402
 
 # Logged term -> the loss weight that multiplies it (config.yaml, loss.<weight>).
 TERM_WEIGHTS = {t.name: t.weight for t in TERMS}
@@ -44,7 +44,16 @@ def read_jsonl(path: Path) -> list[dict]:
     """Rows of a jsonl log; none when the file is absent (train.logger=none)."""
     if not path.is_file():
         return []
-    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+    lines = [(n, line) for n, line in enumerate(path.read_text(errors="replace").splitlines(), 1) if line.strip()]
+    rows = []
+    for n, line in lines:
+        try:
+            rows.append(json.loads(line))
+        except ValueError as err:
+            if n == lines[-1][0]:  # the last line of a run stopped while writing it: the rows before it stand
+                break
+            raise FadkdError(f"{path}:{n}: not a JSON row ({err}); the log is damaged: rerun the run") from None
+    return rows
 
 
 def run_title(run: Path) -> str:
@@ -177,37 +186,41 @@ def plot_balance(run: Path, steps: list[dict], out: Path) -> Path | None:
 
 
 def plot_dev_metric(run: Path, evals: list[dict], metrics: dict, out: Path) -> Path | None:
-    """Dev metrics at each evaluation; the main one bold, the teacher's as a dashed line."""
+    """Dev metrics at each evaluation, one panel per family (GLUE: one); the main one bold, the teacher dashed."""
     if not evals:
         return None
     main = metrics.get("main_metric")
-    names = [k for k in evals[0] if k != "step"]
+    families: dict[str, list[str]] = {}
+    for name in (k for k in evals[0] if k != "step"):
+        if (family := metric_family(name)) is not None:
+            families.setdefault(family, []).append(name)
     x = [row["step"] for row in evals]
-    fig, (ax,) = _figure(1, f"Dev metrics — {run_title(run)}", width=8)
-    for name in names:
-        ax.plot(x, [row.get(name) for row in evals], marker="o", lw=2.5 if name == main else 1, label=f"student {name}")
-    teacher = (metrics.get("teacher") or {}).get(main)
-    if teacher is not None:
-        ax.axhline(teacher, color="k", ls="--", lw=1, label=f"teacher {main} = {teacher:.3f}")
-    _step_axis(ax)
-    ax.set_ylabel(f"dev metric (main: {main})")
-    ax.grid(alpha=0.3)
-    ax.legend(fontsize=9)
+    fig, axes = _figure(len(families), f"Dev metrics — {run_title(run)}", width=8 if len(families) == 1 else 5)
+    for ax, (family, names) in zip(axes, families.items()):
+        for name in names:
+            style = {"lw": 2.5 if name == main else 1, "ls": ":" if name.endswith("_vs_teacher") else "-"}
+            ax.plot(x, [row.get(name) for row in evals], marker="o", label=f"student {name}", **style)
+        teacher = (metrics.get("teacher") or {}).get(main) if main in names else None
+        if teacher is not None:
+            ax.axhline(teacher, color="k", ls="--", lw=1, label=f"teacher {main} = {teacher:.3f}")
+        _step_axis(ax)
+        ax.set_ylabel(f"{family} (main: {main})" if main in names else family)
+        ax.grid(alpha=0.3)
+        ax.legend(fontsize=8)
     return _save(fig, out / "dev_metric.png")
 
 
-def plot_run(run: Path) -> list[Path]:
-    """Every plot a run's files allow, into <run>/plots/."""
+def plot_run(run: Path, out: Path | None = None) -> list[Path]:
+    """Every plot a run's files allow, into `out` (default <run>/plots/)."""
     steps = read_jsonl(run / "steps.jsonl")
     evals = read_jsonl(run / "evals.jsonl")
-    metrics_path = run / "metrics.json"
-    metrics = json.loads(metrics_path.read_text()) if metrics_path.is_file() else {}
+    metrics = read_metrics(run) if (run / "metrics.json").is_file() else {}  # a damaged one: one line naming it
     if not steps and not evals:
         raise FadkdError(
             f"{run} has no steps.jsonl or evals.jsonl to plot (trained with train.logger=none?); "
             "train with train.logger=jsonl or train.logger=tensorboard"
         )
-    out = run / "plots"
+    out = out or run / "plots"
     written = [plot_loss_terms(run, steps, out), plot_layer_pairs(run, steps, out)] if steps else []
     written += [plot_balance(run, steps, out)] if steps else []
     written.append(plot_dev_metric(run, evals, metrics, out))
@@ -243,7 +256,7 @@ def shared_overrides(swept: list[str], points: list[tuple]) -> str:
     return "\n".join(textwrap.wrap("all runs: " + " ".join(shared), 100)) if shared else "all runs: defaults"
 
 
-def plot_sweep(root: Path, runs: list[Path]) -> Path | None:
+def plot_sweep(root: Path, runs: list[Path], out: Path | None = None) -> Path | None:
     """Dev main metric against each swept value; one line per setting of the other swept keys."""
     swept, points = sweep_points(runs)
     if not swept:
@@ -273,16 +286,19 @@ def plot_sweep(root: Path, runs: list[Path]) -> Path | None:
         ax.set_ylabel(f"student dev {metric}")
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8)
-    return _save(fig, root / "plots" / "sweep.png")
+    return _save(fig, (out or root / "plots") / "sweep.png")
 
 
-def plot_path(path: Path) -> list[Path]:
-    """A run folder -> its plots; a multirun folder -> each run's plots and the sweep plot."""
+def plot_path(path: Path, out: Path | None = None) -> list[Path]:
+    """A run folder -> its plots; a multirun folder -> each run's plots and the sweep plot.
+
+    `out` (fadkd plot --out): where they go instead of <run>/plots/ (a multirun's runs under out/<run>/).
+    """
     if not path.is_dir():
         raise FadkdError(f"{path} does not exist or is not a folder; give a run folder or a multirun folder")
     if (path / "config.yaml").is_file():
-        return plot_run(path)
+        return plot_run(path, out)
     runs = find_runs([path])
-    written = [p for run in runs for p in plot_run(run)]
-    sweep = plot_sweep(path, runs) if len(runs) > 1 else None
+    written = [p for run in runs for p in plot_run(run, out / run.relative_to(path) if out else None)]
+    sweep = plot_sweep(path, runs, out) if len(runs) > 1 else None
     return written + ([sweep] if sweep else [])

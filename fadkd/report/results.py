@@ -5,7 +5,7 @@ from pathlib import Path
 
 from rich.table import Table
 
-from fadkd.data.lm_text import LOWER_IS_BETTER
+from fadkd.data.lm_text import LOWER_IS_BETTER, is_lm_task
 from fadkd.report.paper_table import write_paper_table
 from fadkd.report.runs import find_runs, overrides_of, read_metrics
 from fadkd.run.progress import make_console
@@ -46,6 +46,7 @@ def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict],
                 "task": m.get("task", "-"),
                 **{k: overrides.get(k, "-") for k in swept},
                 **student,
+                "_metrics": list(student),
                 "main_metric": m.get("main_metric", "-"),
                 "teacher_score": teacher.get(m.get("main_metric")),
                 "student_params": (m.get("params") or {}).get("student"),
@@ -58,6 +59,23 @@ def collect(runs: list[Path], root: Path | None) -> tuple[list[str], list[dict],
               sign[r["main_metric"] in LOWER_IS_BETTER] * r[r["main_metric"]])  # fmt: skip
     columns = ["run", "task", *swept, *metric_names, "teacher_score", "student_params", "steps", "train_s"]
     return columns, rows, common
+
+
+FIXED = ("run", "task")
+FAMILY_NAMES = {"glue": "GLUE", "lm": "causal-LM"}
+TERMINAL_LM = ("perplexity", "bleu", "rouge_l", "cer")  # the terminal's LM columns; the files hold every one
+
+
+def _families(rows: list[dict]) -> dict[str, list[dict]]:
+    out: dict[str, list[dict]] = {}
+    for row in rows:
+        out.setdefault("lm" if is_lm_task(str(row["task"])) else "glue", []).append(row)
+    return out
+
+
+def metric_set(rows: list[dict]) -> set[str]:
+    """The names of the students' dev metrics over all rows (the columns between the swept ones and teacher_score)."""
+    return {k for row in rows for k in row.get("_metrics", ())}
 
 
 def _cell(value) -> str:
@@ -86,20 +104,25 @@ def write_table(paths: list[Path], out_dir: Path | None = None, layout: str = "d
     out_dir = out_dir or root or Path.cwd()
 
     shared = " ".join(f"{k}={v}" for k, v in common.items())
-    table = Table(
-        title=f"fadkd results ({len(rows)} runs, best first by each task's main metric)",
-        caption=f"all runs: {shared}" if shared else None,
-    )
-    for col in columns:
-        table.add_column(col, overflow="fold")
-    for row in rows:
-        table.add_row(*[_cell(row.get(c)) for c in columns])
-    make_console().print(table)
-
     lines = [f"All runs: `{shared}`", ""] if shared else []
-    lines += ["| " + " | ".join(columns) + " |", "|" + "---|" * len(columns)]
-    lines += ["| " + " | ".join(_cell(row.get(c)) for c in columns) + " |" for row in rows]
-    (out_dir / "results.md").write_text("\n".join(lines) + "\n")
+    for family, group in _families(rows).items():  # GLUE and causal-LM runs: one table each, own columns
+        used = [c for c in columns if c in FIXED or any(row.get(c) is not None for row in group)]
+        shown = [c for c in used if family == "glue" or c not in metric_set(rows) or c in TERMINAL_LM]
+        note = "; BLEU and ROUGE 0-100, CER 0-1; every metric in results.md / results.csv" if family == "lm" else ""
+        table = Table(
+            title=f"fadkd results: {len(group)} {FAMILY_NAMES[family]} run(s), best first by each task's main "
+            f"metric{note}",
+            caption=f"all runs: {shared}" if shared else None,
+        )
+        for col in shown:
+            table.add_column(col, overflow="fold")
+        for row in group:
+            table.add_row(*[_cell(row.get(c)) for c in shown])
+        make_console().print(table)
+        lines += [f"### {FAMILY_NAMES[family]} runs", ""] if len(_families(rows)) > 1 else []
+        lines += ["| " + " | ".join(used) + " |", "|" + "---|" * len(used)]
+        lines += ["| " + " | ".join(_cell(row.get(c)) for c in used) + " |" for row in group] + [""]
+    (out_dir / "results.md").write_text("\n".join(lines).rstrip("\n") + "\n")
     with open(out_dir / "results.csv", "w", newline="") as f:
         writer = csv.DictWriter(f, fieldnames=columns, extrasaction="ignore")
         writer.writeheader()

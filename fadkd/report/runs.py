@@ -1,4 +1,4 @@
-"""Finished run folders: finding them, their metrics.json, the overrides Hydra recorded."""
+"""Finished run folders: finding them, their metrics.json, the overrides Hydra recorded, the metric families."""
 
 import json
 from pathlib import Path
@@ -38,3 +38,14 @@ def read_metrics(run: Path) -> dict:
     if not isinstance(metrics, dict):
         raise FadkdError(f"{run / 'metrics.json'} holds no metrics object; rerun the run, or remove it")
     return metrics
+
+
+FAMILIES = (("perplexity", "perplexity"), ("bleu", "BLEU"), ("rouge", "ROUGE"), ("cer", "CER"),
+            ("tokens_per_s", "speed (tokens/s)"), ("score_tokens_per_s", "speed (tokens/s)"))  # fmt: skip
+
+
+def metric_family(name: str) -> str | None:
+    """The panel a dev metric goes on: causal-LM metrics by kind (BLEU, ROUGE, CER, ...); None: not plotted."""
+    if name == "params":
+        return None  # a constant, not a score
+    return next((label for prefix, label in FAMILIES if name.startswith(prefix)), "dev metric")

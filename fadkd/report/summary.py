@@ -8,6 +8,7 @@ are comparable (numbers from different machines are not).
 """
 
 import math
+import re
 import shlex
 import time
 from pathlib import Path
@@ -156,14 +157,15 @@ def headline(metrics: dict, speeds: dict[str, dict]) -> list[str]:
     return lines
 
 
-def write_report(run: Path) -> Path:
-    """report.md in the run folder: config, objective, mapping, sizes, speed, metrics, plots."""
+def write_report(run: Path, out: Path | None = None) -> Path:
+    """report.md in the run folder (or `out`, with its plots/): config, objective, mapping, sizes, speed, metrics."""
     metrics, cfg = load_run(run)
-    plots = [name for name in PLOT_CAPTIONS if (run / "plots" / name).is_file()]
+    out = out or run
+    plots = [name for name in PLOT_CAPTIONS if (out / "plots" / name).is_file()]
     plot_note = ""
     if not plots:
         try:
-            plots = [p.name for p in plot_run(run)]
+            plots = [p.name for p in plot_run(run, out / "plots")]
         except FadkdError as err:  # train.logger=none: nothing logged to plot
             plots, plot_note = [], str(err)
     speeds, how = speed_rows(run, cfg, with_teacher=metrics.get("teacher") is not None)
@@ -188,7 +190,7 @@ def write_report(run: Path) -> Path:
     else:
         md.append(f"No plots: {plot_note}")
     md += ["", "## Composed config", "", "```yaml", (run / "config.yaml").read_text().rstrip(), "```", ""]
-    path = run / "report.md"
+    path = out / "report.md"
     path.write_text("\n".join(md))
     return path
 
@@ -201,7 +203,18 @@ def resume_command(out_dir: Path, overrides: list[str]) -> str:
     finetune = any(o.startswith("teacher@student=") for o in kept) or _config_name(out_dir) == "finetune"
     verb = "fadkd finetune" if finetune else "fadkd train"
     kept = [o.replace("teacher@student=", "model=", 1) for o in kept]
-    return " ".join([verb, *kept, "train.resume=true", f"hydra.run.dir={shlex.quote(str(out_dir))}"])
+    return " ".join([verb, *kept, "train.resume=true", path_override("hydra.run.dir", out_dir)])
+
+
+def path_override(key: str, path: Path) -> str:
+    """key=path as a shell argument Hydra reads back: a path with spaces, commas or non-ASCII letters is quoted
+    for Hydra ('...') inside quotes for the shell, so the command can be pasted as printed."""
+    text = str(path)
+    if re.fullmatch(r"[A-Za-z0-9_/.+:@%~-]+", text):
+        return f"{key}={text}"
+    hydra = "'" + text.replace("\\", "\\\\").replace("'", "\\'") + "'"
+    arg = f"{key}={hydra}"
+    return f'"{arg}"' if not re.search(r'[$`"\\!]', arg) else shlex.quote(arg)
 
 
 def _config_name(out_dir: Path) -> str | None:

@@ -97,16 +97,27 @@ def save_checkpoint(folder: Path, state: TrainState, student, loss_fn, optimizer
     tmp = folder / f".step-{state.step:08d}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir()
-    save_model(student, str(tmp / "student.safetensors"))
-    save_model(loss_fn, str(tmp / "projections.safetensors"))
-    torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
-    rng_plain, rng_tensors = _rng_state()
-    save_file(rng_tensors, str(tmp / "rng.safetensors"))
-    for name in FILES:
-        _fsync(tmp / name)
-    meta = {"state": asdict(state), "rng": rng_plain, "strategy": "ddp", "sha256": {n: _sha256(tmp / n) for n in FILES}}
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    _fsync(tmp / "meta.json")
+    try:
+        save_model(student, str(tmp / "student.safetensors"))
+        save_model(loss_fn, str(tmp / "projections.safetensors"))
+        torch.save({"optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict()}, tmp / "optimizer.pt")
+        rng_plain, rng_tensors = _rng_state()
+        save_file(rng_tensors, str(tmp / "rng.safetensors"))
+        for name in FILES:
+            _fsync(tmp / name)
+        sums = {n: _sha256(tmp / n) for n in FILES}
+        meta = {"state": asdict(state), "rng": rng_plain, "strategy": "ddp", "sha256": sums}
+        (tmp / "meta.json").write_text(json.dumps(meta))
+        _fsync(tmp / "meta.json")
+    except BaseException as err:  # a full disk (OSError, SafetensorError, torch's RuntimeError) or a signal
+        shutil.rmtree(tmp, ignore_errors=True)  # no half checkpoint; the earlier ones stay
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        raise FadkdError(
+            f"checkpoint {final} could not be written ({str(err).splitlines()[0] if str(err) else type(err).__name__});"
+            f" nothing half-written is kept and the earlier checkpoints in {folder} are intact: free some space on "
+            "that disk (or write the run elsewhere with hydra.run.dir=...), then continue with train.resume=true"
+        ) from None
     if final.exists():  # a re-run of the same step after resume
         shutil.rmtree(final)
     os.replace(tmp, final)

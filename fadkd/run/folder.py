@@ -101,6 +101,11 @@ IGNORED_ON_RESUME = {f"train.{k}" for k in (
 )} | {"cache.dir"}  # fmt: skip
 
 
+# Student keys that change the checkpoint's tensors: train.resume=force refuses them too (and task.name).
+SHAPE_KEYS = {"path", "arch", "num_layers", "hidden_size", "num_heads", "intermediate_size", "max_position_embeddings",
+              "num_kv_heads", "init", "keep_layers", "every_k", "layers_from"}  # fmt: skip
+
+
 def _flat(node, prefix: str = "") -> dict[str, object]:
     if not OmegaConf.is_dict(node):
         return {prefix[:-1]: OmegaConf.to_container(node) if OmegaConf.is_config(node) else node}
@@ -121,6 +126,14 @@ def check_same_settings(out_dir: Path, old, new, resume) -> None:
         return
     listing = "; ".join(f"{k}: {before.get(k, '(absent)')} -> {after.get(k, '(absent)')}" for k in changed[:8])
     listing += f" (and {len(changed) - 8} more)" if len(changed) > 8 else ""
+    fixed = [k for k in changed if k == "task.name" or k.removeprefix("student.") in SHAPE_KEYS]
+    if resume == "force" and fixed:
+        raise RunDirError(
+            f"train.resume=force cannot continue {out_dir} with other "
+            + "; ".join(f"{k} ({before.get(k)} -> {after.get(k)})" for k in fixed)
+            + ": its checkpoints hold a student of that task and shape (head, labels, layers), which cannot train "
+            "as another one; start a new run in another hydra.run.dir, or resume with the run's own values"
+        )
     if resume == "force":
         print(f"train.resume=force: continuing {out_dir} with changed settings: {listing}", file=sys.stderr)
         return
@@ -135,11 +148,29 @@ def check_same_settings(out_dir: Path, old, new, resume) -> None:
 def save_student(student, tokenizer, loss_fn: DistillLoss, out_dir: Path) -> None:
     """The student as a standard HF folder; projections beside it, not inside it."""
     folder = safe_dir(out_dir, "student")
-    student.save_pretrained(folder)
-    tokenizer.save_pretrained(folder)
+    tmp, old = out_dir / f".student.tmp-{os.getpid()}", out_dir / f".student.old-{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
     state = {k: v.detach().cpu().contiguous() for k, v in loss_fn.state_dict().items()}
+    try:  # written beside the saved best, then swapped in: a full disk keeps the previous best whole
+        student.save_pretrained(tmp)
+        tokenizer.save_pretrained(tmp)
+        if state:
+            save_file(state, str(tmp / "projections.safetensors.next"))
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, (KeyboardInterrupt, SystemExit)):
+            raise
+        kept = "the previous best is kept" if folder.exists() else "none was saved before"
+        raise FadkdError(
+            f"{folder}: the best student could not be saved ({str(err).splitlines()[0] if str(err) else err!r}); "
+            f"{kept}: free some space on that disk, then continue from the last checkpoint with train.resume=true"
+        ) from None
     if state:
-        save_file(state, str(out_dir / "projections.safetensors"))
+        os.replace(tmp / "projections.safetensors.next", out_dir / "projections.safetensors")
+    if folder.exists():
+        os.replace(folder, old)
+    os.replace(tmp, folder)
+    shutil.rmtree(old, ignore_errors=True)
 
 
 def run_metrics(

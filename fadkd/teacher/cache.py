@@ -9,14 +9,17 @@ training rows, max length, the teacher layers stored and the dtype. A cache foun
 explicit `cache.path` with another key is refused with the components that differ.
 
 Layout of <cache dir>/<key>/: meta.json (key components, lengths, offsets, teacher shape and dev
-metrics), logits.npy, and one raw file per stored layer: hidden_<l>.bin ([sum of lengths, width])
-and attn_<l>.bin (heads x length x length per row, concatenated).
+metrics, each data file's size and sha256: a file cut short or changed is named when the cache is
+opened, and the cache is built again), logits.npy, and one raw file per stored layer: hidden_<l>.bin
+([sum of lengths, width]) and attn_<l>.bin (heads x length x length per row, concatenated).
 """
 
+import errno
 import hashlib
 import json
 import os
 import shutil
+from contextlib import contextmanager
 from dataclasses import asdict
 from pathlib import Path
 
@@ -74,6 +77,62 @@ def estimate_bytes(lengths: list[int], layers: Layers, shape: dict, num_labels: 
     )
 
 
+def check_free_space(folder: Path, size: int) -> None:
+    """Refuse a cache the disk cannot hold: a memory-mapped write to a full disk ends the process (SIGBUS)."""
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    free, need = shutil.disk_usage(folder.parent).free, int(size * 1.05) + (1 << 20)
+    if need > free:
+        raise CacheError(
+            f"the teacher cache needs about {need / 2**20:.1f} MiB but {folder.parent} has {free / 2**20:.1f} MiB "
+            "free; free some space, set cache.dir=<a folder on a larger disk>, or turn the cache off "
+            "(cache.enabled=false)"
+        )
+
+
+def new_map(path: Path, dtype, count: int) -> np.memmap:
+    """A memory map of `count` values whose disk blocks are allocated now: a full disk fails here, with OSError."""
+    nbytes = max(count, 1) * np.dtype(dtype).itemsize
+    with open(path, "wb") as f:
+        if hasattr(os, "posix_fallocate"):  # Linux; macOS has none: there the file is sparse, as before
+            os.posix_fallocate(f.fileno(), 0, nbytes)
+        else:
+            f.truncate(nbytes)
+    return np.memmap(path, dtype=dtype, mode="r+", shape=(max(count, 1),))
+
+
+def file_record(folder: Path) -> dict[str, list]:
+    """[size, sha256] of each data file of a cache folder being committed (meta.json holds it)."""
+    return {p.name: [p.stat().st_size, _sha256_file(p)] for p in sorted(folder.iterdir()) if p.name != "meta.json"}
+
+
+def damage(folder: Path, meta: dict) -> str | None:
+    """What is wrong with a cache folder's files (missing, cut short, changed), or None when intact."""
+    for name, (size, digest) in meta.get("files", {}).items():
+        path = folder / name
+        if not path.is_file():
+            return f"{name} is missing"
+        if path.stat().st_size != size:
+            return f"{name} is {path.stat().st_size} bytes, not {size}"
+        if _sha256_file(path) != digest:
+            return f"{name} does not match its checksum"
+    return None
+
+
+@contextmanager
+def writing(tmp: Path):
+    """A cache's .tmp folder goes when its build fails or is interrupted; a full disk is one CacheError line."""
+    try:
+        yield
+    except BaseException as err:
+        shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(err, OSError) and err.errno in (errno.ENOSPC, errno.EDQUOT):
+            raise CacheError(
+                f"the teacher cache could not be written to {tmp.parent}: no space left on the device (nothing "
+                "half-written is kept); free some space, set cache.dir=<a larger disk>, or cache.enabled=false"
+            ) from None
+        raise
+
+
 class TeacherCache:
     """A complete cache folder, memory-mapped."""
 
@@ -128,7 +187,11 @@ def open_cache(cfg: CacheConfig, components: dict, reader=None) -> tuple[Path, T
     meta_path = folder / "meta.json"
     if not meta_path.is_file():
         return folder, None
-    meta = json.loads(meta_path.read_text())
+    try:
+        meta = json.loads(meta_path.read_text())
+    except (OSError, ValueError) as err:
+        print(f"teacher cache {folder}: meta.json cannot be read ({err}); building the cache again")
+        return folder, None
     if meta.get("key") != key:
         differ = sorted(
             k for k in set(components) | set(meta["components"]) if components.get(k) != meta["components"].get(k)
@@ -137,7 +200,14 @@ def open_cache(cfg: CacheConfig, components: dict, reader=None) -> tuple[Path, T
             f"the teacher cache at {folder} was built for something else: {', '.join(differ)} differ. "
             "Use another cache.path, or leave cache.path unset so each key gets its own folder"
         )
-    return folder, (reader or TeacherCache)(folder)
+    problem = damage(folder, meta)
+    if problem is None:
+        try:
+            return folder, (reader or TeacherCache)(folder)
+        except (OSError, ValueError, KeyError) as err:
+            problem = f"{type(err).__name__}: {err}"
+    print(f"teacher cache {folder} is damaged ({problem}); building it again")
+    return folder, None
 
 
 @torch.no_grad()
@@ -165,21 +235,42 @@ def build_cache(
             f"the teacher cache would take {size / 2**30:.1f} GiB, over cache.max_gb={cfg.max_gb}; raise "
             "cache.max_gb, train on fewer rows (task.max_train_samples) or turn the cache off"
         )
+    check_free_space(folder, size)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    with writing(tmp):
+        _write(tmp, lengths, cfg, teacher, rows, collator, layers, shape, num_labels, batch_size, device)
+        meta = {
+            "format": FORMAT,
+            "key": cache_key(components),
+            "components": components,
+            "dtype": cfg.dtype,
+            "lengths": lengths,
+            "teacher": {**shape, "num_labels": num_labels},
+            "layers": {"hidden": sorted(layers.hidden), "attentions": sorted(layers.attentions)},
+            "files": file_record(tmp),
+            **extra_meta,
+        }
+        (tmp / "meta.json").write_text(json.dumps(meta))
+    if folder.exists():
+        shutil.rmtree(folder)
+    os.replace(tmp, folder)
+    return TeacherCache(folder)
+
+
+def _write(tmp, lengths, cfg, teacher, rows, collator, layers, shape, num_labels, batch_size, device) -> None:
+    """The teacher's pass over `rows`, longest first, into the data files of `tmp`."""
     dtype = DTYPES[cfg.dtype]
     width, heads = shape["width"], shape["heads"]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     square_offsets = np.concatenate([[0], np.cumsum(np.array(lengths) ** 2)])
     # Preallocated memory maps, filled at each row's offset: rows are computed longest first.
     hidden_maps = {
-        k: np.memmap(tmp / f"hidden_{k}.bin", dtype=np.int16, mode="w+", shape=(int(offsets[-1]) * width,))
-        for k in sorted(layers.hidden)
+        k: new_map(tmp / f"hidden_{k}.bin", np.int16, int(offsets[-1]) * width) for k in sorted(layers.hidden)
     }
     attn_maps = {
-        k: np.memmap(tmp / f"attn_{k}.bin", dtype=np.int16, mode="w+", shape=(int(square_offsets[-1]) * heads,))
-        for k in sorted(layers.attentions)
+        k: new_map(tmp / f"attn_{k}.bin", np.int16, int(square_offsets[-1]) * heads) for k in sorted(layers.attentions)
     }
     logits = np.zeros((len(rows), num_labels), dtype=np.float32)
     order = sorted(range(len(rows)), key=lambda i: -lengths[i])
@@ -201,18 +292,3 @@ def build_cache(
         flat.flush()
     del hidden_maps, attn_maps
     np.save(tmp / "logits.npy", logits)
-    meta = {
-        "format": FORMAT,
-        "key": cache_key(components),
-        "components": components,
-        "dtype": cfg.dtype,
-        "lengths": lengths,
-        "teacher": {**shape, "num_labels": num_labels},
-        "layers": {"hidden": sorted(layers.hidden), "attentions": sorted(layers.attentions)},
-        **extra_meta,
-    }
-    (tmp / "meta.json").write_text(json.dumps(meta))
-    if folder.exists():
-        shutil.rmtree(folder)
-    os.replace(tmp, folder)
-    return TeacherCache(folder)

@@ -49,6 +49,7 @@ from fadkd.data.lm_text import pad_blocks
 from fadkd.losses.kd import KL_FAMILY, TopK
 from fadkd.models.capture import Layers, Outputs, run_model
 from fadkd.models.load import count_parameters
+from fadkd.teacher import cache as store
 from fadkd.teacher.base import CachedTeacher
 from fadkd.teacher.cache import DTYPES, CacheError, cache_key, open_cache, teacher_fingerprint
 
@@ -187,7 +188,7 @@ def build_lm_cache(
     shape: dict, batch_size: int, device: torch.device, log=print,
 ) -> LmTeacherCache:  # fmt: skip
     """Run the teacher over the training blocks, write the cache atomically, open it."""
-    k, vocab, temperature = components["top_k"], components["vocab"], components["temperature"]
+    k, vocab = components["top_k"], components["vocab"]
     lengths = [len(row["input_ids"]) for row in rows]
     parts = estimate_parts(lengths, k, vocab, layers, shape)
     size = sum(parts.values())
@@ -200,16 +201,25 @@ def build_lm_cache(
             f"cache.max_gb={cfg.cache.max_gb}; raise cache.max_gb, lower cache.top_k, train on fewer texts "
             "(task.max_train_samples), map fewer layers, or turn the cache off"
         )
+    store.check_free_space(folder, size)
     tmp = folder.parent / f".{folder.name}.tmp-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
+    with store.writing(tmp):  # no .tmp folder left by a failure or Ctrl-C; a full disk is one line
+        return _build(tmp, folder, components, cfg, teacher, rows, pad_id, layers, shape, batch_size, device)
+
+
+def _build(tmp, folder, components, cfg, teacher, rows, pad_id, layers, shape, batch_size, device) -> LmTeacherCache:
+    """The teacher's pass over the blocks into the data files of `tmp`, then the commit."""
+    k, vocab, temperature = components["top_k"], components["vocab"], components["temperature"]
+    lengths = [len(row["input_ids"]) for row in rows]
     dtype = DTYPES[cfg.cache.dtype]
     tokens, width, heads = sum(lengths), shape["width"], shape["heads"]
     offsets = np.concatenate([[0], np.cumsum(lengths)])
     square_offsets = np.concatenate([[0], np.cumsum(np.array(lengths) ** 2)])
 
     def new_map(name: str, np_dtype, size: int) -> np.memmap:
-        return np.memmap(tmp / name, dtype=np_dtype, mode="w+", shape=(max(size, 1),))
+        return store.new_map(tmp / name, np_dtype, size)  # a full disk fails here with OSError, not SIGBUS
 
     ids_map = new_map("topk_ids.bin", id_dtype(vocab), tokens * k)
     logp_map, tail_map = new_map("topk_logp.bin", np.int16, tokens * k), new_map("tail.bin", np.float32, tokens)
@@ -266,6 +276,7 @@ def build_lm_cache(
 
 def _commit(tmp: Path, folder: Path, meta: dict) -> LmTeacherCache:
     """meta.json last, then the folder replaced in one rename: a cache folder is complete or absent."""
+    meta["files"] = store.file_record(tmp)  # checked when the cache is opened (fadkd/teacher/cache.py damage)
     (tmp / "meta.json").write_text(json.dumps(meta))
     if folder.exists():
         shutil.rmtree(folder)
