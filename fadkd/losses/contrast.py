@@ -15,6 +15,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fadkd.losses.reduce import mean_over
+
 
 def mean_pool(rows: Tensor, sample: Tensor, batch: int) -> Tensor:
     """[B, H]: the mean of each sequence's rows. rows [N, H] (real tokens only), sample [N] (long, which
@@ -48,4 +50,5 @@ def contrastive_loss(student: Tensor, teacher: Tensor, temperature: float, queue
     candidates = teacher.float() if queue is None or not len(queue) else torch.cat([teacher.float(), queue.float()])
     t = F.normalize(candidates, dim=-1, eps=1e-8)
     logits = s @ t.T / temperature
-    return F.cross_entropy(logits, torch.arange(len(s), device=s.device))
+    # Negatives are this process's batch (and queue); the mean over rows is the global batch's under torchrun.
+    return mean_over(F.cross_entropy(logits, torch.arange(len(s), device=s.device), reduction="sum"), len(s))

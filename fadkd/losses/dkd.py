@@ -18,6 +18,8 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
+from fadkd.losses.reduce import mean_over
+
 
 def dkd_target(teacher_logits: Tensor, labels: Tensor | None) -> Tensor:
     """The target class per position: labels [...] (long; -100 or negative = none), else the teacher's argmax.
@@ -86,7 +88,12 @@ def dkd(
         target = torch.where(real, target, 0)
     tckd, nckd, _ = dkd_parts(s, t, target, temperature)
     values = alpha * tckd + beta * nckd
-    mean = values.mean() if real is None else torch.where(real, values, 0.0).sum() / real.sum().clamp_min(1)
+    # One reduction with the other KD forms: under torchrun, over the global batch's counted positions.
+    mean = (
+        mean_over(values.sum(), values.numel())
+        if real is None
+        else mean_over(torch.where(real, values, 0.0).sum(), real.sum())
+    )
     return mean * temperature**2
 
 
