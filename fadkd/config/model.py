@@ -1,5 +1,6 @@
 """The teacher / student section of the typed config (fadkd/config/schema.py), with its checks."""
 
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 
 from fadkd.config.checks import ConfigError, check_positive, choose
@@ -43,6 +44,8 @@ class ModelConfig:
                 f"num_heads={self.num_heads} (grouped-query attention shares each key/value head)"
             )
         self.init = choose(ModelInit, f"model '{self.name}': init", self.init)
+        if isinstance(self.prune, Mapping):  # read back from a run's config.yaml as a plain dict
+            self.prune = PruneConfig(**self.prune)
         _check_init(self)
         if self.path is None:
             check_positive(f"model '{self.name}': num_layers", self.num_layers)
