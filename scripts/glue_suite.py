@@ -568,6 +568,8 @@ def main(argv: list[str] | None = None) -> None:
                     continue
                 run = ns.out / task / row / f"seed{seed}"
                 ensure_run(ns, "train", row_args(ns, task, row, experiment, seed, cached[row]), run)
+                if (run / "metrics.json").is_file():  # each run's line as it finishes: a cut-off suite loses none
+                    append_lines(ns.jsonl, [run_line(ns, task, row, run)])
     if ns.dry_run:
         return
     here = machine()

@@ -15,8 +15,7 @@ arithmetic, so padding garbage (NaN, inf) changes neither the value nor a gradie
                β = 0 means forward KL and β = 1 reverse KL (the directions JSD_β/β and JSD_β/(1 − β)
                tend to); β = 0.5 is the ordinary Jensen-Shannon divergence (at most log 2).
 - soft_ce      τ²·H(p_t, p_s) = τ²·(H(p_t) + KL(p_t ‖ p_s)): TextBrewer's kd_ce_loss (times τ² here).
-               Not zero for identical distributions: it equals τ²·H(p_t) there, its minimum over
-               the student; its gradient with respect to the student is forward_kl's.
+               Not zero for identical distributions (τ²·H(p_t) there, its minimum); its gradient is forward_kl's.
 - uld          Universal Logit Distillation (Boizard et al. 2024), for tokenizers that differ: see `uld`.
 - dkd          Decoupled KD (Zhao et al. 2022): target and non-target parts weighted apart (fadkd/losses/dkd.py).
 
