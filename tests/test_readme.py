@@ -31,7 +31,7 @@ CHECKS = {
     ".venv/bin/fadkd train --cfg job": "run",
     ".venv/bin/fadkd train train.max_steps=4 task.max_train_samples=32": "run",
     "make models": "target",
-    'make quality-fast TASK=cola': "dry-run",
+    "make quality-fast TASK=cola": "dry-run",
     "make quality-fast-summary": "target",
 }
 SLOW = {"make demo", ".venv/bin/fadkd train train.max_steps=4 task.max_train_samples=32"}
