@@ -118,11 +118,16 @@ def save_checkpoint(folder: Path, state: TrainState, student, loss_fn, optimizer
             f" nothing half-written is kept and the earlier checkpoints in {folder} are intact: free some space on "
             "that disk (or write the run elsewhere with hydra.run.dir=...), then continue with train.resume=true"
         ) from None
+    return publish(tmp, final, keep)
+
+
+def publish(tmp: Path, final: Path, keep: int) -> Path:
+    """Rename the finished tmp folder to final in one step, then drop all but the newest `keep` checkpoints."""
     if final.exists():  # a re-run of the same step after resume
         shutil.rmtree(final)
     os.replace(tmp, final)
-    _fsync(folder)
-    for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
+    _fsync(final.parent)
+    for old in sorted(final.parent.glob("step-*"))[:-keep] if keep > 0 else []:
         shutil.rmtree(old, ignore_errors=True)
     return final
 

@@ -15,7 +15,6 @@ train.strategy=fsdp shards nothing but still writes and reads this format.
 """
 
 import json
-import os
 import shutil
 from dataclasses import asdict
 from pathlib import Path
@@ -25,7 +24,7 @@ import torch.distributed.checkpoint as dcp
 from safetensors.torch import load_file, save_file
 from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
-from fadkd.run.checkpoint import TrainState, _fsync, _rng_state, _set_rng_state, _sha256
+from fadkd.run.checkpoint import TrainState, _fsync, _rng_state, _set_rng_state, _sha256, publish
 from fadkd.run.distributed import Dist, barrier
 
 STRATEGY = "fsdp"
@@ -59,12 +58,7 @@ def save_sharded(folder: Path, state: TrainState, forward, optimizer, scheduler,
         }  # fmt: skip
         (tmp / "meta.json").write_text(json.dumps(meta))
         _fsync(tmp / "meta.json")
-        if final.exists():  # a re-run of the same step after resume
-            shutil.rmtree(final)
-        os.replace(tmp, final)
-        _fsync(folder)
-        for old in sorted(folder.glob("step-*"))[:-keep] if keep > 0 else []:
-            shutil.rmtree(old, ignore_errors=True)
+        publish(tmp, final, keep)
     barrier(info)
     return final
 
