@@ -10,12 +10,14 @@ import time
 import pytest
 import torch
 from conftest import ROOT, run_cli
+from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
 from fadkd.config.schema import Config, LossConfig, TaskConfig, TrainConfig
 from fadkd.errors import FadkdError
 from fadkd.losses.distill import FUNCTIONS
 from fadkd.run.checkpoint import latest_checkpoint
+from fadkd.run.folder import RunDirError, check_same_settings
 from fadkd.run.guards import NonFiniteError
 from fadkd.run.train import train
 
@@ -163,3 +165,17 @@ def test_nonfinite_skip_policy_skips_the_update(tmp_path, monkeypatch):
     monkeypatch.setitem(FUNCTIONS, "mse", _nan_on_call(3))
     metrics = train(_nan_config("skip"), tmp_path)
     assert metrics["steps"] == 4 and metrics["skipped_steps"] == 1
+
+
+def test_resume_accepts_keys_added_since_the_run_at_their_defaults(tmp_path):
+    """A run checkpointed before fadkd gained a key (loss.contrast, train.strategy, ...) resumes when the key is at
+    its default; a key set to another value is still a changed setting."""
+    new = OmegaConf.structured(Config)
+    old = OmegaConf.to_container(new)
+    for key in ("contrast", "balance", "dkd_beta"):
+        old["loss"].pop(key)
+    old["train"].pop("strategy")
+    check_same_settings(tmp_path, OmegaConf.create(old), new, True)  # no error: every new key at its default
+    new.loss.contrast = 0.5
+    with pytest.raises(RunDirError, match=r"loss.contrast: \(absent\) -> 0.5"):
+        check_same_settings(tmp_path, OmegaConf.create(old), new, True)

@@ -118,7 +118,10 @@ def _flat(node, prefix: str = "") -> dict[str, object]:
 def check_same_settings(out_dir: Path, old, new, resume) -> None:
     """Refuse to resume with settings that differ from the run's config.yaml, unless resume == "force"."""
     before, after = _flat(old), _flat(new)
-    before.setdefault("train.strategy", "ddp")  # runs from before train.strategy existed
+    defaults = _flat(OmegaConf.structured(Config))
+    for key in after.keys() - before.keys():  # a key added to fadkd after the run started, left at its default
+        if key in defaults and defaults[key] == after[key]:
+            before[key] = after[key]
     changed = [
         k for k in sorted(before.keys() | after.keys()) if k not in IGNORED_ON_RESUME and before.get(k) != after.get(k)
     ]
