@@ -2,9 +2,7 @@
 
 train     Hydra main over conf/config.yaml (overrides, -m multirun, --help, --cfg job all work)
 finetune  the same loop with hard labels only, over conf/finetune.yaml: model=<teacher preset>
-eval   re-evaluate a run's saved student:  fadkd eval run_dir=<run folder> [task.data_dir=...]
-table  results table over run folders:     fadkd table <multirun dir | run dirs...> [--out DIR]
-plot, report: figures and report.md of a run
+eval, table, plot, report: a run's dev metrics again (run_dir=<run>), a results table, its figures, report.md
 
 Each verb imports its own modules when it runs (the one place fadkd imports inside functions): the
 training stack loads torch and transformers, seconds that `fadkd --help`, a mistyped argument or
@@ -46,6 +44,25 @@ VERBS = {
     "report": "report.md for a run: config, objective, mapping, sizes, speed vs teacher, metrics, plots",
 }
 console = Console(stderr=True, soft_wrap=True)  # no hard wraps: paths stay copyable
+
+
+def _warn(lines: list[str]) -> None:
+    """Printed here, not in `_train`: joblib/submitit pickle `_train` by value, and `console` holds a lock."""
+    for line in lines:
+        console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+
+
+def _interrupted(out: Path) -> None:
+    """A second Ctrl-C, or one before the loop (the cache build): say how to go on, exit 130."""
+    from fadkd.report.runs import overrides_of
+    from fadkd.report.summary import resume_command
+
+    if any((out / "checkpoints").glob("step-*")):
+        hint = f"resume from its last checkpoint with:\n  {resume_command(out, overrides_of(out))}"
+    else:
+        hint = f"{out} has no checkpoint yet, so nothing to resume: add train.overwrite=true to start it again"
+    console.print(f"[yellow]interrupted:[/] stopped at once, without writing a checkpoint; {hint}", highlight=False)
+    sys.exit(130)
 
 
 def _usage() -> str:
@@ -97,23 +114,14 @@ def train_main(config_name: str = "config") -> None:
         try:
             config = to_config(cfg)
             check_model_files(config)
-            for line in config_warnings(config) if os.environ.get("RANK", "0") == "0" else []:
-                console.print(f"[yellow]warning:[/] {escape(line)}", highlight=False)
+            _warn(config_warnings(config) if os.environ.get("RANK", "0") == "0" else [])
             if config.train.num_threads == 0:  # parallel jobs split the cores (fadkd/config/sweeps.py)
                 config.train.num_threads = threads_per_job(hydra_cfg)
             metrics = train(config, Path(hydra_cfg.runtime.output_dir))
         except BrokenPipeError:
             raise  # stdout closed (`| head`): main() ends quietly
         except KeyboardInterrupt:  # a second Ctrl-C (fadkd/run/guards.py), or one before the loop (the cache build)
-            out = Path(hydra_cfg.runtime.output_dir)
-            if any((out / "checkpoints").glob("step-*")):
-                hint = f"resume from its last checkpoint with:\n  {resume_command(out, overrides_of(out))}"
-            else:
-                hint = f"{out} has no checkpoint yet, so nothing to resume: add train.overwrite=true to start it again"
-            console.print(
-                f"[yellow]interrupted:[/] stopped at once, without writing a checkpoint; {hint}", highlight=False
-            )
-            sys.exit(130)
+            _interrupted(Path(hydra_cfg.runtime.output_dir))
         except RunDirError as err:  # the folder held another run: its Hydra record stays its own
             for path, data in HYDRA_RECORD.items():
                 path.write_bytes(data)
