@@ -35,7 +35,17 @@ PEERS = {
 # fadkd_full / fadkd_cached: fadkd's step as it trains (AdamW fused, train.fused_adamw=true);
 # *_protocol_adamw: the same with the protocol's (torch's default) AdamW, like FLOOR and the peers;
 # floor_fused: FLOOR with fused AdamW, to read what the feature terms alone cost.
-METHODS = ["floor", "floor_fused", "fadkd_full", "fadkd_full_protocol_adamw", "fadkd_cached", *PEERS]
+# fadkd_contrast / _dkd / _magnitude / _gradnorm: fadkd_full with one thing added or changed (loss.contrast=1,
+# loss.kd=dkd, loss.balance=magnitude, loss.balance=gradnorm): each term's cost per step.
+VARIANTS = {
+    "fadkd_contrast": ({"contrast": 1.0}, {}),
+    "fadkd_dkd": ({}, {"kd": "dkd"}),
+    "fadkd_magnitude": ({"balance": "magnitude"}, {}),
+    "fadkd_gradnorm": ({"balance": "gradnorm"}, {}),
+}
+# old_<method>: <method> as the checkout at --old (another commit, its own .venv) runs it, in the same rounds.
+OLD = ["old_fadkd_full", "old_fadkd_full_protocol_adamw"]
+METHODS = ["floor", "floor_fused", "fadkd_full", "fadkd_full_protocol_adamw", "fadkd_cached", *VARIANTS, *OLD, *PEERS]
 
 
 def floor(fused: bool = False) -> dict:
@@ -57,12 +67,17 @@ def floor(fused: bool = False) -> dict:
     return common.time_steps(step)
 
 
-def _fadkd_parts(cached: bool, fused: bool = True):
-    """fadkd's own step (fadkd.run.step.train_step) with the full objective on the protocol's pairs."""
+def _fadkd_parts(cached: bool, fused: bool = True, variant: str | None = None):
+    """fadkd's own step (fadkd.run.step.train_step) with the full objective on the protocol's pairs
+    (`variant`: one of VARIANTS, that change made to it)."""
+    from dataclasses import replace
+
     from transformers import get_constant_schedule
 
     from fadkd.data.batches import Batch
+    from fadkd.losses.balance import shared_layer
     from fadkd.losses.distill import DistillLoss, LossWeights
+    from fadkd.losses.kd import TermChoice
     from fadkd.losses.mapping import LayerPair
     from fadkd.models import attention
     from fadkd.models.capture import layers_to_capture
@@ -84,8 +99,12 @@ def _fadkd_parts(cached: bool, fused: bool = True):
         model, student = common.models(student_attn=attention.NAME)
         teacher = LiveTeacher(model, t_layers, None)  # what a run without the cache uses
 
-    weights = LossWeights(alpha=1.0, temperature=2.0, beta=1.0, gamma=1.0, delta=1.0, ce=1.0)
-    loss_fn = DistillLoss(weights, pairs, {s: 384 for s, _ in common.PAIRS}, {t: 768 for _, t in common.PAIRS}, False)
+    changed, choice = VARIANTS.get(variant, ({}, {}))
+    weights = LossWeights(alpha=1.0, temperature=2.0, beta=1.0, gamma=1.0, delta=1.0, ce=1.0, **changed)
+    if weights.balance == "gradnorm":  # its z, hidden_states[0] here, is kept as fadkd/losses/spec.py keeps it
+        s_layers = replace(s_layers, hidden=s_layers.hidden | {shared_layer(weights, pairs)})
+    widths = {s: 384 for s, _ in common.PAIRS}, {t: 768 for _, t in common.PAIRS}
+    loss_fn = DistillLoss(weights, pairs, *widths, False, choice=TermChoice(**choice))
     named = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     optimizer = build_optimizer([{"params": [p for _, p in named]}], common.LR, 0.01, fused, torch.device("cpu"))
     parts = StepParts(student, teacher, loss_fn, optimizer, get_constant_schedule(optimizer),
@@ -93,10 +112,10 @@ def _fadkd_parts(cached: bool, fused: bool = True):
     return parts, batch
 
 
-def fadkd(cached: bool, fused: bool = True) -> dict:
+def fadkd(cached: bool, fused: bool = True, variant: str | None = None) -> dict:
     from fadkd.run.step import train_step
 
-    parts, batch = _fadkd_parts(cached, fused)
+    parts, batch = _fadkd_parts(cached, fused, variant)
     device = torch.device("cpu")
     return common.time_steps(lambda: train_step(parts, batch, device))
 
@@ -124,8 +143,14 @@ def build_protocol_cache() -> None:
                 collator, layers, shape, 2, 32, torch.device("cpu"), {})  # fmt: skip
 
 
-def run_method(method: str) -> dict | None:
-    if method in PEERS:
+def run_method(method: str, old: Path | None = None) -> dict | None:
+    cwd = ROOT
+    if method in OLD:
+        if old is None or not (old / ".venv/bin/python").exists():
+            print(f"{method}: no --old checkout with a .venv given; skipped", file=sys.stderr)
+            return None
+        cmd, cwd = [str(old / ".venv/bin/python"), str(old / "bench/speed.py"), "--method", method[4:]], old
+    elif method in PEERS:
         python, script = PEERS[method]
         if not python.exists():
             print(f"{method}: {python} missing (run `make bench-peers`); skipped", file=sys.stderr)
@@ -133,7 +158,7 @@ def run_method(method: str) -> dict | None:
         cmd = [str(python), str(script)]
     else:
         cmd = [sys.executable, __file__, "--method", method]
-    proc = subprocess.run(cmd, cwd=ROOT, capture_output=True, text=True)
+    proc = subprocess.run(cmd, cwd=cwd, capture_output=True, text=True)
     lines = [line for line in proc.stdout.splitlines() if line.startswith("{")]
     if proc.returncode != 0 or not lines:
         print(f"{method} failed:\n{proc.stderr[-2000:]}", file=sys.stderr)
@@ -147,6 +172,10 @@ def main() -> None:
     parser.add_argument("--build-cache", action="store_true", help="write the protocol's teacher cache")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--old", type=Path, help="another checkout (with its .venv) for the old_* methods")
+    parser.add_argument("--minutes", type=float, help="start rounds (up to --rounds) only while they fit in this")
+    parser.add_argument("--max-other-cpu", type=float, default=10.0, help="leave out rounds with more other load")
+    parser.add_argument("--append", action="store_true", help="add a section to speed.md instead of replacing it")
     args = parser.parse_args()
     if args.build_cache:
         return build_protocol_cache()
@@ -157,28 +186,39 @@ def main() -> None:
             "fadkd_full": lambda: fadkd(False),
             "fadkd_full_protocol_adamw": lambda: fadkd(False, fused=False),
             "fadkd_cached": lambda: fadkd(True),
+            **{v: (lambda v=v: fadkd(False, variant=v)) for v in VARIANTS},
         }
         return common.report(args.method, result[args.method]() if args.method in result else {})
     from summary import summarize
 
-    subprocess.run([sys.executable, __file__, "--build-cache"], cwd=ROOT, check=True)
-    commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True).stdout
+    if "fadkd_cached" in args.methods:
+        subprocess.run([sys.executable, __file__, "--build-cache"], cwd=ROOT, check=True)
+
+    def commit(root: Path) -> str:
+        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+
     meta = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
-        "commit": commit.strip(),
+        "commit": commit(ROOT).strip() + (f", old_*: {commit(args.old).strip()}" if args.old else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}",
     }
-    records = []
+    records, start, longest = [], time.monotonic(), 0.0
     for r in range(1, args.rounds + 1):
+        if args.minutes and r > 1 and time.monotonic() - start + longest > 60 * args.minutes:
+            print(f"round {r} would not fit in {args.minutes} minutes: stopped after {r - 1}", flush=True)
+            break
+        began = time.monotonic()
         order = args.methods[r - 1 :] + args.methods[: r - 1]  # rotate who goes first
         for method in order:
-            result = run_method(method)
+            result = run_method(method, args.old)
             if result:
                 result.pop("step_times", None)
                 records.append({**result, "method": method, "device": "cpu", "round": r, **meta})
                 print(f"round {r} {method}: {result['median_step_s']:.3f} s/step", flush=True)
-    summarize(records, meta, time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime()))
+        longest = max(longest, time.monotonic() - began)
+    when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
+    summarize(records, meta, when, noisy_above=args.max_other_cpu, append=args.append)
 
 
 if __name__ == "__main__":

@@ -16,12 +16,19 @@ LEGEND = {
     "α KD + β cos + γ MSE (Linear 384→768 per pair) + δ attention MSE per head + ce, pairs 2→1 … 12→6",
     "fadkd_full_protocol_adamw": "the same step with the protocol's (torch's default) AdamW, like FLOOR and the peers",
     "fadkd_cached": "fadkd_full reading the teacher's outputs from fadkd's cache (no teacher forward)",
+    "fadkd_contrast": "fadkd_full + loss.contrast=1 (InfoNCE on mean-pooled projected states, every pair, in-batch)",
+    "fadkd_dkd": "fadkd_full with loss.kd=dkd (decoupled KD, a=1, b=8) as the α term",
+    "fadkd_magnitude": "fadkd_full with loss.balance=magnitude (each term × |ce| / |term|, detached)",
+    "fadkd_gradnorm": "fadkd_full with loss.balance=gradnorm (each term × ‖∇z ce‖ / ‖∇z term‖, z = hidden_states[0])",
+    "old_fadkd_full": "fadkd_full as the --old checkout runs it (its own code and .venv), in the same rounds",
+    "old_fadkd_full_protocol_adamw": "fadkd_full_protocol_adamw as the --old checkout runs it, in the same rounds",
     "textbrewer": "TextBrewer 0.2.1.post1 GeneralDistiller, hidden MSE + attention MSE (bench/peers/)",
     "torchdistill": "torchdistill 1.1.5 DistillationBox, hooks, hidden MSE + attention MSE + KD (bench/peers/)",
 }
 
 
-def summarize(records: list[dict], meta: dict, when: str) -> None:
+def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = NOISY, append: bool = False) -> None:
+    """Append the records to speed.jsonl; write speed.md (append: add a section to it instead)."""
     floors = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor"}
     fused = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor_fused"}
     for r in records:
@@ -32,7 +39,7 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         for r in records:
             f.write(json.dumps(r) + "\n")
 
-    noisy = {r["round"] for r in records if r["other_cpu_pct"] > NOISY}
+    noisy = {r["round"] for r in records if r["other_cpu_pct"] > noisy_above}
     clean = [r for r in records if r["round"] not in noisy and r["ratio_vs_floor"] is not None]
     columns = [
         "method",
@@ -78,12 +85,12 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
             + " |"
         )
     md = [
-        f"# Speed benchmark ({when})",
+        f"{'##' if append else '#'} Speed benchmark ({when})",
         "",
         f"- command: `{meta['command']}`",
         f"- commit: `{meta['commit']}`",
         f"- machine: {meta['machine']}",
-        f"- rounds with other processes over {NOISY:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
+        f"- rounds with other processes over {noisy_above:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -97,5 +104,6 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         "|" + "---|" * (per_round[0].count("|") - 1),
         *per_round[1:],
     ]
-    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
+    old = (RESULTS / "speed.md").read_text() + "\n" if append and (RESULTS / "speed.md").exists() else ""
+    (RESULTS / "speed.md").write_text(old + "\n".join(md) + "\n")
     print(f"wrote {RESULTS / 'speed.md'} and appended to {RESULTS / 'speed.jsonl'}")

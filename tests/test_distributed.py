@@ -291,3 +291,26 @@ def test_fsdp_with_bf16_parameters_and_fp32_reduction_trains_close_to_fp32(tmp_p
     first, rows = _steps(one_process)[0], _steps(tmp_path)
     assert len(rows) == 2 and all(math.isfinite(r["loss"]) for r in rows)
     assert rows[0]["loss"] == pytest.approx(first["loss"], rel=2e-2)  # bf16 rounding, not fp32's exactness
+
+
+@pytest.mark.slow
+def test_gradnorm_factors_are_the_global_batch_ones_on_every_rank(tmp_path):
+    """loss.balance=gradnorm sums the squared gradient norms over the ranks before the ratio, so with unequal
+    shards the factors (averaged over ranks in the log) and the weights are those of one process (DDP; FSDP is
+    refused, docs/errors.md gradnorm-fsdp)."""
+    one, two = tmp_path / "one", tmp_path / "two"
+    args = [*UNEQUAL, "loss.balance=gradnorm", "train.checkpoint_every=6"]
+    single = _run([*args, f"hydra.run.dir={one}"])
+    assert single.returncode == 0, single.stdout + single.stderr
+    proc = _run([*args, f"hydra.run.dir={two}"], nproc=2)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    a, b = _steps(one), _steps(two)
+    assert len(a) == len(b) == 6 and all(f"balance_{t}" in a[0] for t in ("kd", "cos", "mse", "attn"))
+    for ra, rb in zip(a, b):
+        for key in ("loss", "balance_kd", "balance_cos", "balance_mse", "balance_attn", "grad_norm"):
+            assert rb[key] == pytest.approx(ra[key], rel=1e-4), (ra["step"], key)
+    wa, wb = _final_weights(one), _final_weights(two)
+    # The keys' bias has a gradient of 0 in exact arithmetic (softmax ignores a shift of a row): rounding noise
+    # times balance_attn (~1e4 here) is all it gets, and AdamW turns any noise into steps of size lr.
+    for key in [k for k in wa if not k.endswith("attention.self.key.bias")]:
+        assert torch.allclose(wa[key], wb[key], atol=1e-5, rtol=1e-4), key

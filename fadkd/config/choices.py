@@ -71,11 +71,12 @@ class KDTerm(Choice):
 
 
 class Balance(Choice):
-    """loss.balance: fixed weights, or each term rescaled to the reference's magnitude every step
-    (fadkd/losses/balance.py)."""
+    """loss.balance: fixed weights, or each term rescaled every step to the reference's magnitude or to its
+    gradient norm on the shared student representation (fadkd/losses/balance.py)."""
 
     none = "none"
     magnitude = "magnitude"
+    gradnorm = "gradnorm"
 
 
 class AttnTerm(Choice):

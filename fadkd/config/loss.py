@@ -74,9 +74,10 @@ class LossConfig:
     dkd_beta: float = 8.0  # kd=dkd: weight of the non-target-class part (NCKD; Zhao et al.'s CIFAR-100 value)
     contrast_temperature: float = 0.1  # contrast: τ_c of the cosine similarities
     contrast_queue: int = 0  # contrast: earlier batches' teacher states kept as extra negatives (0 = in-batch only)
-    # Term weights as set (none), or every term that is on rescaled each step to the task loss's
-    # magnitude (KD's without ce), its factor detached and logged (magnitude; ModelOpt's balancer).
-    balance: Balance = Balance.none  # none | magnitude
+    # Term weights as set (none), or every term that is on rescaled each step to the task loss's (KD's
+    # without ce) magnitude (magnitude; ModelOpt's balancer) or gradient norm on the deepest student
+    # representation all terms share (gradnorm; GradNorm, Chen et al. 2018), the factors detached and logged.
+    balance: Balance = Balance.none  # none | magnitude | gradnorm
     attn: AttnTerm = AttnTerm.maps  # maps (MSE of attention maps) | relations (MiniLMv2 Q/K/V relations, KL)
     relation_heads: int | None = None  # attn=relations: relation heads (null = the teacher's attention heads)
     relations: list[str] = field(default_factory=lambda: ["qq", "kk", "vv"])  # attn=relations: which ones
@@ -109,10 +110,10 @@ class LossConfig:
         self.feature_schedule = choose(FeatureSchedule, "loss.feature_schedule", self.feature_schedule)
         _check_schedule(self)
         self.balance = choose(Balance, "loss.balance", self.balance)
-        if self.balance == Balance.magnitude and not (self.ce > 0 or self.alpha > 0):
+        if self.balance != Balance.none and not (self.ce > 0 or self.alpha > 0):
             raise ConfigError(
-                "loss.balance=magnitude rescales every term to the task loss (ce) or KD (alpha): set one of them "
-                "above 0, or loss.balance=none"
+                f"loss.balance={self.balance} rescales every term to the task loss (ce) or KD (alpha): set one of "
+                "them above 0, or loss.balance=none"
             )
         if self.projection_lr is not None and not self.projection_lr > 0:
             raise ConfigError(f"loss.projection_lr={self.projection_lr} must be > 0, or null to use train.lr")

@@ -6,7 +6,7 @@ L = α·τ²·KL(p_t ‖ p_s) + ce·task
 The terms and their weights are the records of fadkd/losses/table.py. The α term may be another
 divergence (loss.kd, fadkd/losses/kd.py; dkd: fadkd/losses/dkd.py) and the δ term MiniLMv2 relations
 instead of maps (loss.attn=relations, fadkd/losses/relations.py); TermChoice says which. The contrast
-term is fadkd/losses/contrast.py; loss.balance=magnitude rescales the terms (fadkd/losses/balance.py).
+term is fadkd/losses/contrast.py; loss.balance=magnitude|gradnorm rescales the terms (fadkd/losses/balance.py).
 
 All terms are computed in float32 (inputs are upcast) so bf16/fp16 models do not lose
 precision in reductions. Masks use 1/True for real tokens. Masked positions never affect
@@ -27,7 +27,7 @@ from fadkd.errors import FadkdError
 from fadkd.losses import contrast as contrast_terms
 from fadkd.losses import kd as kd_terms
 from fadkd.losses import terms as row_terms
-from fadkd.losses.balance import balance_factors
+from fadkd.losses.balance import balance_factors, shared_layer
 from fadkd.losses.contrast import contrastive_loss, pool_real
 from fadkd.losses.dkd import lm_targets
 from fadkd.losses.kd import TermChoice, kd_label
@@ -92,6 +92,7 @@ class DistillLoss(nn.Module):
             )
         # Layer 0 is the embedding output, which has no attention map.
         self.attn_pairs = [p for p in self.pairs if p.student and p.teacher]
+        self.shared = shared_layer(w, self.pairs)  # gradnorm's z: hidden_states[shared], None = the logits
         if w.delta > 0 and not self.attn_pairs:
             raise FadkdError(
                 "loss.delta > 0 but every layer pair uses layer 0 (embeddings), which has no attention map; "
@@ -150,7 +151,7 @@ class DistillLoss(nn.Module):
         pairs; per-pair values are under "cos/s2_t4", "mse/s2_t4", "attn/s2_t4", "contrast/s2_t4". For
         regression (one output) the kd term is the MSE between student and teacher logits: a single
         output defines no distribution to take a KL over. For causal-LM logits [B, L, V] kd and ce use
-        the token mask. With loss.balance=magnitude each term's factor is under "balance_<name>".
+        the token mask. With loss.balance=magnitude|gradnorm each term's factor is under "balance_<name>".
 
         feature_scale multiplies the layer terms and prediction_scale α and ce, for this call (the step's
         factors of loss.feature_schedule, fadkd/losses/spec.py). At 0 the terms are still computed, so
@@ -180,16 +181,19 @@ class DistillLoss(nn.Module):
             if student.logits.dim() == 3:  # causal LM: never train on padding
                 labels = labels.masked_fill(student.mask == 0, -100)
             values["ce"] = FUNCTIONS["ce"](student.logits, labels, self.is_regression)
-        return self.combine(values, terms, feature_scale, prediction_scale), terms
+        shared = None
+        if w.balance == "gradnorm":  # z of fadkd/losses/balance.py
+            shared = student.logits if self.shared is None else _layer(student.hidden, self.shared, "student", "z")
+        return self.combine(values, terms, feature_scale, prediction_scale, shared), terms
 
-    def combine(self, values: dict[str, Tensor], terms: dict, feature_scale: float, prediction_scale: float) -> Tensor:
+    def combine(self, values: dict, terms: dict, feature_scale: float, prediction_scale: float, shared=None) -> Tensor:
         """Σ weight × value in the table's order (a name without a record is refused: the table is the one place
         a term is named); the unweighted values, and the balancer's factors, into `terms`."""
         unknown = sorted(set(values) - set(BY_NAME))
         if unknown:
             raise ValueError(f"loss terms {unknown} have no record in fadkd/losses/table.py")
         scale = {"feature": feature_scale, "prediction": prediction_scale}
-        factors = balance_factors(self.weights.balance, values)
+        factors = balance_factors(self.weights.balance, values, shared)
         weighted: list[Tensor] = []
         for t in (t for t in TERMS if t.name in values):
             terms[t.name] = values[t.name].detach()
@@ -254,9 +258,11 @@ class DistillLoss(nn.Module):
     def _contrast_terms(self, student: Outputs, teacher: Outputs, terms: dict) -> dict[str, Tensor]:
         """contrast: λ-weighted sum over pairs of InfoNCE on pooled states (fadkd/losses/contrast.py)."""
         w, sums = self.weights, {}
+        if w.contrast <= 0:  # off: not even its masks
+            return sums
         s_real = feature_tokens(student.mask, self.choice.feature_tokens)
         t_real = feature_tokens(teacher.mask, self.choice.feature_tokens)
-        for p in self.pairs if w.contrast > 0 else []:
+        for p in self.pairs:
             hs = _layer(student.hidden, p.student, "student", "hidden states")
             ht = _layer(teacher.hidden, p.teacher, "teacher", "hidden states")
             pooled_s = self._project(p, pool_real(hs, s_real))  # P is affine: P(mean) = mean(P rows)
@@ -289,8 +295,11 @@ class DistillLoss(nn.Module):
         }
         parts = [f"{getattr(w, t.weight)}*{labels.get(t.name, t.label)}" for t in TERMS if getattr(w, t.weight) > 0]
         text = "L = " + " + ".join(parts)
-        if w.balance != "none":
-            text += f" [balance={w.balance}: each term × |{'ce' if w.ce > 0 else 'kd'}| / |term|, detached]"
+        ref, z = ("ce" if w.ce > 0 else "kd"), "logits" if self.shared is None else f"hidden_states[{self.shared}]"
+        if w.balance == "magnitude":
+            text += f" [balance=magnitude: each term × |{ref}| / |term|, detached]"
+        if w.balance == "gradnorm":
+            text += f" [balance=gradnorm: each term × ‖∇z {ref}‖ / ‖∇z term‖, z = student {z}, detached]"
         # λ only matters when a layer term is active.
         if w.layerwise and any(p.weight != 1.0 for p in self.all_pairs):
             lams = (f"s{p.student}→t{p.teacher}={p.weight}" for p in self.all_pairs)

@@ -18,7 +18,7 @@ from contextvars import ContextVar
 import torch
 from torch import Tensor
 
-# count [] (float32, this process's) -> (the count over every process, the number of processes)
+# count (float32, this process's; any shape) -> (its sum over every process, the number of processes)
 CountReduce = Callable[[Tensor], tuple[Tensor, int]]
 _REDUCE: ContextVar[CountReduce | None] = ContextVar("fadkd_count_reduce", default=None)
 
@@ -31,6 +31,12 @@ def mean_over(total: Tensor, count) -> Tensor:
         return total / count.clamp_min(1)
     global_count, world = reduce(count)
     return total * (world / global_count.clamp_min(1))
+
+
+def summed_over_processes(values: Tensor) -> Tensor:
+    """`values` summed over every process inside `global_counts` (one all-reduce), else `values` as they are."""
+    reduce = _REDUCE.get()
+    return values if reduce is None else reduce(values)[0]
 
 
 @contextmanager

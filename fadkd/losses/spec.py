@@ -7,10 +7,11 @@ re-derives these rules from the config.
 """
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 from fadkd.config.schema import Config
 from fadkd.errors import FadkdError
+from fadkd.losses.balance import shared_layer
 from fadkd.losses.distill import LossWeights
 from fadkd.losses.kd import TermChoice
 from fadkd.losses.mapping import LayerPair, build_mapping
@@ -117,6 +118,9 @@ def build_spec(cfg: Config, student_depth: int, teacher_shape: dict | None, kd_v
     relations = loss.attn == "relations"
     features, attention = reads(weights, "hidden"), reads(weights, "attentions")
     student_layers, teacher_layers = layers_to_capture(pairs, features, attention, relations)
+    shared = shared_layer(weights, [p for p in pairs if p.weight > 0]) if weights.balance == "gradnorm" else None
+    if shared is not None:  # gradnorm's z (fadkd/losses/balance.py) is a student hidden state
+        student_layers = replace(student_layers, hidden=student_layers.hidden | {shared})
     return LossSpec(
         weights=weights,
         choice=TermChoice.from_config(loss, (teacher_shape or {}).get("heads"), kd_vocab),

@@ -27,7 +27,7 @@ LossWeights = make_dataclass(
         *((t.weight, float, field(default=t.default)) for t in TERMS[1:]),
         ("contrast_temperature", float, field(default=0.1)),
         ("contrast_queue", int, field(default=0)),
-        ("balance", str, field(default="none")),  # none | magnitude (fadkd/losses/balance.py)
+        ("balance", str, field(default="none")),  # none | magnitude | gradnorm (fadkd/losses/balance.py)
     ],
     frozen=True,
     namespace={"__post_init__": _check_weights, "layerwise": property(layerwise)},

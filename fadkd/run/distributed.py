@@ -142,9 +142,9 @@ def count_reduce(info: Dist) -> Callable | None:
         return None
 
     def reduce(count: torch.Tensor) -> tuple[torch.Tensor, int]:
-        total = count.reshape(1).clone()
+        total = count.reshape(-1).clone()  # any shape: a count [], or gradnorm's squared norms [K]
         dist.all_reduce(total)
-        return total[0], info.world_size
+        return total.reshape(count.shape), info.world_size
 
     return reduce
 

@@ -1,7 +1,7 @@
 """How the run's modules spread over torchrun's processes (train.strategy): DDP copies or FSDP2 shards.
 
 `check_strategy` says before any work what the run will do (one process: nothing to spread;
-bf16 shards on a CPU without bf16 instructions: refused); `distribute` wraps StudentLoss in
+bf16 shards on a CPU without bf16 instructions, and loss.balance=gradnorm with shards: refused); `distribute` wraps StudentLoss in
 DistributedDataParallel, or shards it and the live teacher (fadkd/run/sharding.py);
 `save_student` writes the student as one ordinary Hugging Face folder either way (a sharded
 student is gathered on rank 0 first, with every rank taking part).
@@ -38,6 +38,12 @@ def check_strategy(cfg, info: distributed.Dist, device: torch.device, log) -> bo
             "train.strategy=fsdp with train.precision=bf16 keeps the gathered parameters in bf16, but this CPU has "
             "no bf16 instructions (AVX512-BF16 / AMX): every matmul would be emulated. Use train.precision=fp32 "
             "here, or a GPU / a CPU with bf16 support"
+        )
+    if fsdp and cfg.loss.balance == "gradnorm":
+        raise FadkdError(
+            "loss.balance=gradnorm measures each term's gradient with a backward of its own down to the shared "
+            "student layer, and FSDP2 gathers and frees each block's parameters once per backward: the later "
+            "measurements read freed shards. Use train.strategy=ddp, or loss.balance=magnitude with fsdp"
         )
     return fsdp
 
