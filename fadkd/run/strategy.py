@@ -1,8 +1,8 @@
 """How the run's modules spread over torchrun's processes (train.strategy): DDP copies or FSDP2 shards.
 
 `check_strategy` says before any work what the run will do (one process: nothing to spread;
-bf16 shards on a CPU without bf16 instructions, and loss.balance=gradnorm with shards: refused); `distribute` wraps StudentLoss in
-DistributedDataParallel, or shards it and the live teacher (fadkd/run/sharding.py);
+bf16 shards on a CPU without bf16 instructions, and loss.balance=gradnorm with shards: refused);
+`distribute` wraps StudentLoss in DistributedDataParallel, or shards it and the live teacher (fadkd/run/sharding.py);
 `save_student` writes the student as one ordinary Hugging Face folder either way (a sharded
 student is gathered on rank 0 first, with every rank taking part).
 """
