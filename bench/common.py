@@ -80,24 +80,31 @@ def time_steps(step) -> dict:
         step()
     busy0, own0 = cpu_jiffies()
     wall0 = time.perf_counter()
-    times = []
+    times, cpu = [], []  # wall and this process's CPU seconds (every thread) per step
     for _ in range(STEPS):
-        start = time.perf_counter()
+        start, cpu0 = time.perf_counter(), time.process_time()
         step()
         times.append(time.perf_counter() - start)
+        cpu.append(time.process_time() - cpu0)
     wall = time.perf_counter() - wall0
     busy1, own1 = cpu_jiffies()
     hz = os.sysconf("SC_CLK_TCK")
     other = max(0, (busy1 - busy0) - (own1 - own0)) / hz
-    times.sort()
-    median = times[len(times) // 2] if len(times) % 2 else sum(times[len(times) // 2 - 1 : len(times) // 2 + 1]) / 2
     return {
-        "median_step_s": median,
+        "median_step_s": (median := _median(times)),
+        # Other processes slow the wall clock down, hardly the CPU time a step needs: on a loaded machine
+        # compare this, with one thread (FADKD_BENCH_THREADS=1: no spin-waiting between threads counted in it).
+        "median_cpu_s": _median(cpu),
         "samples_per_s": BATCH / median,
         "peak_rss_mib": resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024,
         "other_cpu_pct": 100 * other / (wall * (os.cpu_count() or 1)),
         "step_times": times,
     }
+
+
+def _median(xs: list[float]) -> float:
+    xs = sorted(xs)
+    return xs[len(xs) // 2] if len(xs) % 2 else sum(xs[len(xs) // 2 - 1 : len(xs) // 2 + 1]) / 2
 
 
 def report(method: str, result: dict) -> None:

@@ -27,12 +27,20 @@ LEGEND = {
 }
 
 
+def _cell(r: dict) -> str:
+    cpu = f"; CPU {r['cpu_ratio_vs_floor']:.3f}x" if r.get("cpu_ratio_vs_floor") else ""
+    return f"{r['median_step_s']:.3f} ({r['ratio_vs_floor']:.3f}x{cpu})"
+
+
 def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = NOISY, append: bool = False) -> None:
     """Append the records to speed.jsonl; write speed.md (append: add a section to it instead)."""
     floors = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor"}
     fused = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor_fused"}
+    cpu_floors = {r["round"]: r["median_cpu_s"] for r in records if r["method"] == "floor" and "median_cpu_s" in r}
     for r in records:
         r["ratio_vs_floor"] = r["median_step_s"] / floors[r["round"]] if r["round"] in floors else None
+        has_cpu = r["round"] in cpu_floors and "median_cpu_s" in r  # the CPU seconds of a step, as the wall's
+        r["cpu_ratio_vs_floor"] = r["median_cpu_s"] / cpu_floors[r["round"]] if has_cpu else None
         r["ratio_vs_floor_fused"] = r["median_step_s"] / fused[r["round"]] if r["round"] in fused else None
     RESULTS.mkdir(parents=True, exist_ok=True)
     with open(RESULTS / "speed.jsonl", "a") as f:
@@ -47,6 +55,8 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         "samples/s",
         "ratio vs FLOOR",
         "ratio vs floor_fused",
+        "CPU s/step",
+        "CPU ratio vs FLOOR",
         "peak RSS MiB",
         "other CPU %",
         "rounds",
@@ -57,12 +67,16 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         if not mine:
             continue
         vs_fused = [r["ratio_vs_floor_fused"] for r in mine if r["ratio_vs_floor_fused"]]
+        cpu = [r["median_cpu_s"] for r in mine if "median_cpu_s" in r]
+        cpu_ratio = [r["cpu_ratio_vs_floor"] for r in mine if r["cpu_ratio_vs_floor"]]
         rows.append([
             method,
             f"{statistics.median(r['median_step_s'] for r in mine):.3f}",
             f"{statistics.median(r['samples_per_s'] for r in mine):.1f}",
             f"{statistics.median(r['ratio_vs_floor'] for r in mine):.3f}",
             f"{statistics.median(vs_fused):.3f}" if vs_fused else "-",
+            f"{statistics.median(cpu):.3f}" if cpu else "-",
+            f"{statistics.median(cpu_ratio):.3f}" if cpu_ratio else "-",
             f"{max(r['peak_rss_mib'] for r in mine):.0f}",
             f"{max(r['other_cpu_pct'] for r in mine):.1f}",
             str(len(mine)),
@@ -75,9 +89,7 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
     Console().print(table)
     per_round = ["| round | " + " | ".join(dict.fromkeys(r["method"] for r in records)) + " |"]
     for rnd in sorted({r["round"] for r in records}):
-        cells = {
-            r["method"]: f"{r['median_step_s']:.3f} ({r['ratio_vs_floor']:.3f}x)" for r in records if r["round"] == rnd
-        }
+        cells = {r["method"]: _cell(r) for r in records if r["round"] == rnd}
         flag = " (noisy, left out)" if rnd in noisy else ""
         per_round.append(
             f"| {rnd}{flag} | "
@@ -98,7 +110,7 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         "",
         *[f"- {m}: {LEGEND[m]}" for m in dict.fromkeys(r["method"] for r in records) if m in LEGEND],
         "",
-        "Each round, median step s (ratio vs that round's FLOOR):",
+        "Each round, median step s (ratio vs that round's FLOOR; CPU: the same for CPU seconds per step):",
         "",
         per_round[0],
         "|" + "---|" * (per_round[0].count("|") - 1),

@@ -1,5 +1,6 @@
-"""The experiments of the new terms (recipe_contrast, recipe_balanced, kd_only_dkd) from the CLI on tiny models:
-a few steps, finite losses, their terms logged, the printed formula naming them, `fadkd plot` drawing the factors."""
+"""The experiments of the new terms (recipe_contrast, recipe_balanced, kd_only_dkd) and loss.balance=gradnorm from the
+CLI on tiny models: a few steps, finite losses, their terms logged, the printed formula naming them, `fadkd plot`
+drawing the factors."""
 
 import json
 import math
@@ -28,3 +29,19 @@ def test_experiment_trains_from_the_cli(experiment, tmp_path):
     if experiment == "recipe_balanced":
         run_cli("plot", str(tmp_path))
         assert (tmp_path / "plots" / "balance.png").is_file()
+
+
+def test_gradnorm_trains_from_the_cli_and_is_documented(tmp_path):
+    """loss.balance=gradnorm on the tiny models: its factors logged and finite, named in the formula and in
+    `fadkd train --help`, drawn by `fadkd plot`."""
+    run_cli("train", "loss.balance=gradnorm", "train.num_threads=1", *FAST, f"hydra.run.dir={tmp_path}")
+    rows = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
+    assert len(rows) == 4
+    for name in ("kd", "cos", "mse", "attn"):
+        assert all(math.isfinite(r[f"balance_{name}"]) and r[f"balance_{name}"] > 0 for r in rows), name
+    assert "balance_ce" not in rows[0]  # the reference keeps its weight
+    formula = json.loads((tmp_path / "metrics.json").read_text())["loss_formula"]
+    assert "[balance=gradnorm: each term × ‖∇z ce‖ / ‖∇z term‖, z = student hidden_states[0]" in formula
+    run_cli("plot", str(tmp_path))
+    assert (tmp_path / "plots" / "balance.png").is_file()
+    assert "none | magnitude | gradnorm" in run_cli("train", "--help").stdout
