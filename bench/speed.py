@@ -7,7 +7,12 @@ The protocol (bench/common.py, ../shared/reference/speed-protocol.md): one fixed
 SST-2 sentences, all-mpnet-base-v2 teacher -> all-MiniLM-L6-v2 student, 2 threads, 3 warm-up +
 20 timed steps, median step time. Each method runs in a fresh process per round, methods in a
 rotated order each round, so drift and noise hit all of them; ratios are taken within a round.
-Rounds where other processes took over 10 % of the CPU are reported and left out of the summary.
+Rounds where other processes took over 10 % of the CPU are reported and left out of the summary
+(--max-other-cpu). Each step's CPU seconds are recorded beside its wall time: on a machine others load,
+compare those, with FADKD_BENCH_THREADS=1. The old_* methods run another commit's checkout side by side:
+
+    git worktree add ../wt-old <commit> && (cd ../wt-old && make install)
+    python bench/speed.py --old ../wt-old --methods floor fadkd_full old_fadkd_full --minutes 15 --append
 """
 
 import argparse
