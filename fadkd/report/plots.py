@@ -5,7 +5,7 @@ For a run folder (written to <run>/plots/):
   layer_pairs.png each layer pair's feature / attention loss at the first vs the last logged
                   step: did alignment improve at every pair?
   dev_metric.png  dev metrics over steps (evals.jsonl), the teacher's score as a reference;
-  balance.png     loss.balance=magnitude: each term's factor over steps (steps.jsonl balance_<term>).
+  balance.png     loss.balance=magnitude|gradnorm: each term's factor over steps (steps.jsonl balance_<term>).
 For a multirun folder, each run's plots plus <multirun>/plots/sweep.png: the dev main metric
 against every swept value.
 
