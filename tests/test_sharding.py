@@ -21,7 +21,8 @@ CPU = torch.device("cpu")
 
 
 def _cfg(strategy_name="fsdp", precision="fp32", resume=False):
-    return SimpleNamespace(train=SimpleNamespace(strategy=strategy_name, precision=precision, resume=resume))
+    train = SimpleNamespace(strategy=strategy_name, precision=precision, resume=resume)
+    return SimpleNamespace(train=train, loss=SimpleNamespace(balance="none"))
 
 
 def test_fsdp_in_one_process_runs_unsharded_with_one_note():
