@@ -98,19 +98,21 @@ quality-shrink: $(STAMP)  ## students built from the teacher's layers on SST-2 (
 # The fast pair on three tasks (issue 25): teacher all-MiniLM-L6-v2 fine-tuned per task, student its layers
 # 0, 2, 5; every shrink row (with the fair controls kd_only_long, kd_only_data_long) and ROWS on seeds SEEDS.
 # Teacher-labelled data per task: SST-2 the next 8,000 training rows with labels hidden; MRPC the STS-B and
-# RTE training pairs (scripts/transfer_pairs.py, MRPC dev sentences left out); CoLA 4 LM-written copies.
+# RTE training pairs, CoLA 34,204 SST-2 training phrases (4x its rows), labels dropped (scripts/transfer_set.py,
+# dev sentences left out); LM-written copies instead: FAST_DATA_cola=task.augment=4.
 FAST_OUT ?= outputs/shrink
 FAST_DATA_sst2 = task.augment=0 task.unlabelled_rows=8000
-TRANSFER ?= outputs/transfer/mrpc_pairs.tsv
-FAST_DATA_mrpc = task.augment=0 task.unlabelled_file=$(TRANSFER)
-FAST_DATA_cola = task.augment=4
+TRANSFER_mrpc ?= outputs/transfer/mrpc_pairs.tsv
+TRANSFER_cola ?= outputs/transfer/cola_sentences.txt
+FAST_DATA_mrpc = task.augment=0 task.unlabelled_file=$(TRANSFER_mrpc)
+FAST_DATA_cola ?= task.augment=0 task.unlabelled_file=$(TRANSFER_cola)
 FAST_EXTRA_sst2 = task.max_train_samples=8000
 FAST_NAME_sst2 = the 8,000 labelled rows
 FAST_NAME_mrpc = MRPC
 FAST_NAME_cola = CoLA
 TASK ?= cola
 quality-fast: $(STAMP)  ## the fast pair (MiniLM-L6 -> its layers 0,2,5) on TASK=sst2|mrpc|cola x SEEDS, resumable -> bench/results/quality_shrink_TASK.md; then quality-fast-summary
-	$(if $(filter mrpc,$(TASK)),$(BIN)/python scripts/transfer_pairs.py --glue $(GLUE) --out $(TRANSFER))
+	$(if $(TRANSFER_$(TASK)),$(BIN)/python scripts/transfer_set.py --task $(TASK) --glue $(GLUE) --out $(TRANSFER_$(TASK)))
 	$(BIN)/python scripts/glue_suite.py --shrink --tasks $(TASK) --seeds $(SEEDS) --epochs $(EPOCHS) --data-dir $(GLUE) \
 		--out $(FAST_OUT) --teacher minilm-l6 --teacher-lr 5e-5 --student from-teacher \
 		--student-extra 'student.keep_layers=[0,2,5]' --student-label "all-MiniLM-L6-v2 fine-tuned on $(FAST_NAME_$(TASK)), its layers 0, 2, 5 (3 of 6)" \
