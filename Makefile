@@ -96,7 +96,8 @@ quality-shrink: $(STAMP)  ## students built from the teacher's layers on SST-2 (
 		--md bench/results/quality_shrink_sst2.md
 
 # The fast pair on three tasks (issue 25): teacher all-MiniLM-L6-v2 fine-tuned per task, student its layers
-# 0, 2, 5; every shrink row (with the fair controls kd_only_long, kd_only_data_long) and ROWS on seeds SEEDS.
+# 0, 2, 5; every shrink row (with the fair controls kd_only_long, kd_only_data_long) and ROWS on seeds SEEDS
+# (ONLY="row ...": train just those).
 # Teacher-labelled data per task: SST-2 the next 8,000 training rows with labels hidden; MRPC the STS-B and
 # RTE training pairs, CoLA 34,204 SST-2 training phrases (4x its rows), labels dropped (scripts/transfer_set.py,
 # dev sentences left out); LM-written copies instead: FAST_DATA_cola=task.augment=4.
@@ -117,7 +118,7 @@ quality-fast: $(STAMP)  ## the fast pair (MiniLM-L6 -> its layers 0,2,5) on TASK
 		--out $(FAST_OUT) --teacher minilm-l6 --teacher-lr 5e-5 --student from-teacher \
 		--student-extra 'student.keep_layers=[0,2,5]' --student-label "all-MiniLM-L6-v2 fine-tuned on $(FAST_NAME_$(TASK)), its layers 0, 2, 5 (3 of 6)" \
 		--extra train.num_threads=1 $(FAST_EXTRA_$(TASK)) --data-extra $(FAST_DATA_$(TASK)) --no-speed \
-		$(if $(strip $(ROWS)),--rows $(ROWS)) --md bench/results/quality_shrink_$(TASK).md
+		$(if $(strip $(ROWS)),--rows $(ROWS)) $(if $(strip $(ONLY)),--only $(ONLY)) --md bench/results/quality_shrink_$(TASK).md
 
 quality-fast-summary: $(STAMP)  ## SST-2, MRPC and CoLA side by side and the bar, from quality.jsonl -> bench/results/quality_shrink.md
 	$(BIN)/python scripts/shrink_summary.py --out $(FAST_OUT)

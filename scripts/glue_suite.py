@@ -298,9 +298,9 @@ def recorded_lines(ns) -> dict[tuple[str, str, int], dict]:
 
 
 def recorded_run(recorded: dict, task: str, row: str, seed: int, args: list[str], run: Path) -> dict | None:
-    """The jsonl line of a run whose folder holds no finished run, when it was made with the suite's overrides now."""
+    """The jsonl line of a run whose folder is not here, when it was made with the suite's overrides now."""
     line = recorded.get((task, row, seed))
-    if line is None or (run / "metrics.json").is_file():
+    if line is None or run.exists():  # a folder here: reuse it or resume it
         return None
     same = set(line["command"].split()[2:]) == {shlex.quote(a) for a in args}
     return line if same else None
