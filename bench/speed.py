@@ -186,7 +186,7 @@ def main() -> None:
     gpu = f", {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})" if args.device == "cuda" else ""
     meta = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
-        "commit": commit.strip(),
+        "commit": commit.strip() or "unknown (no git here)",
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
         f"torch {torch.__version__}{gpu}",
     }
