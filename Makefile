@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun quality quality-shrink quality-fast quality-fast-summary
+.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun gpu-run quality quality-shrink quality-fast quality-fast-summary
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -66,6 +66,11 @@ clean:  ## remove run outputs (not the venv)
 
 bench: $(STAMP) bench-peers  ## speed benchmark vs FLOOR, TextBrewer, torchdistill (needs `make models`) -> bench/results/speed.md
 	$(BIN)/python bench/speed.py --rounds 3
+
+# No .venv prerequisite: the GPU machine has no network to build one; run.sh takes .venv when it is there,
+# else python3 and the wheels in bench/gpu/carry (bench/gpu/assets.py carry prepares that folder).
+gpu-run:  ## one CUDA GPU, < 9 min, offline: the speed benchmark in bf16 and the LM table -> bench/results/speed_gpu.md, lm_glue_text_gpu.md (DRY_RUN=1: on CPU, tiny)
+	bench/gpu/run.sh
 
 bench-multirun: $(STAMP)  ## a 4-run sweep on 2,000 MRPC rows with and without the teacher cache -> bench/results/multirun_cache.jsonl
 	$(BIN)/python bench/multirun_cache.py

@@ -21,18 +21,40 @@ LEGEND = {
 }
 
 
-def summarize(records: list[dict], meta: dict, when: str) -> None:
+def seconds(value: float) -> str:
+    """A step time: 3 decimals, 5 under 0.1 s (a GPU's steps take milliseconds)."""
+    return f"{value:.5f}" if value < 0.1 else f"{value:.3f}"
+
+
+def environment(records: list[dict]) -> list[str]:
+    """The md header's lines on where the methods ran (each JSON line carries bench/common.py's environment())."""
+    first = records[0]
+    device = first.get("device", "cpu")
+    name = f" ({first['device_name']})" if first.get("device_name") else ""
+    cuda = f", CUDA {first['cuda']}" if first.get("cuda") else ""
+    return [
+        f"- device: {device}{name}{cuda}, torch {first.get('torch', '?')}",
+        f"- dtype: {first.get('dtype', 'fp32')}" + (" (autocast bf16 around the forwards and the loss; fp32 weights, "
+        "gradients and AdamW)" if first.get("dtype") == "bf16" else ""),
+        f"- weights: {first.get('weights', 'pretrained')}; {first.get('steps', 20)} timed steps per method and round",
+    ]  # fmt: skip
+
+
+def summarize(
+    records: list[dict], meta: dict, when: str, results: Path = RESULTS, name: str = "speed", limit: float = NOISY
+) -> None:
     floors = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor"}
     fused = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor_fused"}
     for r in records:
         r["ratio_vs_floor"] = r["median_step_s"] / floors[r["round"]] if r["round"] in floors else None
         r["ratio_vs_floor_fused"] = r["median_step_s"] / fused[r["round"]] if r["round"] in fused else None
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "speed.jsonl", "a") as f:
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / f"{name}.jsonl", "a") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
 
-    noisy = {r["round"] for r in records if r["other_cpu_pct"] > NOISY}
+    gpu = any(r.get("peak_gpu_mib") is not None for r in records)
+    noisy = {r["round"] for r in records if r["other_cpu_pct"] > limit}
     clean = [r for r in records if r["round"] not in noisy and r["ratio_vs_floor"] is not None]
     columns = [
         "method",
@@ -41,6 +63,7 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         "ratio vs FLOOR",
         "ratio vs floor_fused",
         "peak RSS MiB",
+        *(["peak GPU MiB"] if gpu else []),
         "other CPU %",
         "rounds",
     ]
@@ -52,11 +75,12 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         vs_fused = [r["ratio_vs_floor_fused"] for r in mine if r["ratio_vs_floor_fused"]]
         rows.append([
             method,
-            f"{statistics.median(r['median_step_s'] for r in mine):.3f}",
+            seconds(statistics.median(r["median_step_s"] for r in mine)),
             f"{statistics.median(r['samples_per_s'] for r in mine):.1f}",
             f"{statistics.median(r['ratio_vs_floor'] for r in mine):.3f}",
             f"{statistics.median(vs_fused):.3f}" if vs_fused else "-",
             f"{max(r['peak_rss_mib'] for r in mine):.0f}",
+            *([f"{max(r['peak_gpu_mib'] or 0 for r in mine):.0f}"] if gpu else []),
             f"{max(r['other_cpu_pct'] for r in mine):.1f}",
             str(len(mine)),
         ])  # fmt: skip
@@ -69,7 +93,9 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
     per_round = ["| round | " + " | ".join(dict.fromkeys(r["method"] for r in records)) + " |"]
     for rnd in sorted({r["round"] for r in records}):
         cells = {
-            r["method"]: f"{r['median_step_s']:.3f} ({r['ratio_vs_floor']:.3f}x)" for r in records if r["round"] == rnd
+            r["method"]: f"{seconds(r['median_step_s'])} ({r['ratio_vs_floor']:.3f}x)"
+            for r in records
+            if r["round"] == rnd and r["ratio_vs_floor"] is not None
         }
         flag = " (noisy, left out)" if rnd in noisy else ""
         per_round.append(
@@ -83,7 +109,8 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         f"- command: `{meta['command']}`",
         f"- commit: `{meta['commit']}`",
         f"- machine: {meta['machine']}",
-        f"- rounds with other processes over {NOISY:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
+        *environment(records),
+        f"- rounds with other processes over {limit:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -97,5 +124,5 @@ def summarize(records: list[dict], meta: dict, when: str) -> None:
         "|" + "---|" * (per_round[0].count("|") - 1),
         *per_round[1:],
     ]
-    (RESULTS / "speed.md").write_text("\n".join(md) + "\n")
-    print(f"wrote {RESULTS / 'speed.md'} and appended to {RESULTS / 'speed.jsonl'}")
+    (results / f"{name}.md").write_text("\n".join(md) + "\n")
+    print(f"wrote {results / name}.md and appended to {results / name}.jsonl")
