@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun quality quality-shrink quality-fast quality-fast-summary
+.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun gpu-run quality quality-shrink quality-fast quality-fast-summary
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -67,6 +67,11 @@ clean:  ## remove run outputs (not the venv)
 bench: $(STAMP) bench-peers  ## speed benchmark vs FLOOR, TextBrewer, torchdistill (needs `make models`) -> bench/results/speed.md
 	$(BIN)/python bench/speed.py --rounds 3
 
+# No .venv prerequisite: the GPU machine has no network to build one; run.sh takes .venv when it is there,
+# else python3 and the wheels in bench/gpu/carry (bench/gpu/assets.py carry prepares that folder).
+gpu-run:  ## one CUDA GPU, < 9 min, offline: the speed benchmark in bf16 and the LM table -> bench/results/speed_gpu.md, lm_glue_text_gpu.md (DRY_RUN=1: on CPU, tiny)
+	bench/gpu/run.sh
+
 bench-multirun: $(STAMP)  ## a 4-run sweep on 2,000 MRPC rows with and without the teacher cache -> bench/results/multirun_cache.jsonl
 	$(BIN)/python bench/multirun_cache.py
 
@@ -96,26 +101,29 @@ quality-shrink: $(STAMP)  ## students built from the teacher's layers on SST-2 (
 		--md bench/results/quality_shrink_sst2.md
 
 # The fast pair on three tasks (issue 25): teacher all-MiniLM-L6-v2 fine-tuned per task, student its layers
-# 0, 2, 5; every shrink row (with the fair controls kd_only_long, kd_only_data_long) and ROWS on seeds SEEDS.
+# 0, 2, 5; every shrink row (with the fair controls kd_only_long, kd_only_data_long) and ROWS on seeds SEEDS
+# (ONLY="row ...": train just those).
 # Teacher-labelled data per task: SST-2 the next 8,000 training rows with labels hidden; MRPC the STS-B and
-# RTE training pairs (scripts/transfer_pairs.py, MRPC dev sentences left out); CoLA 4 LM-written copies.
+# RTE training pairs, CoLA 34,204 SST-2 training phrases (4x its rows), labels dropped (scripts/transfer_set.py,
+# dev sentences left out); LM-written copies instead: FAST_DATA_cola=task.augment=4.
 FAST_OUT ?= outputs/shrink
 FAST_DATA_sst2 = task.augment=0 task.unlabelled_rows=8000
-TRANSFER ?= outputs/transfer/mrpc_pairs.tsv
-FAST_DATA_mrpc = task.augment=0 task.unlabelled_file=$(TRANSFER)
-FAST_DATA_cola = task.augment=4
+TRANSFER_mrpc ?= outputs/transfer/mrpc_pairs.tsv
+TRANSFER_cola ?= outputs/transfer/cola_sentences.txt
+FAST_DATA_mrpc = task.augment=0 task.unlabelled_file=$(TRANSFER_mrpc)
+FAST_DATA_cola ?= task.augment=0 task.unlabelled_file=$(TRANSFER_cola)
 FAST_EXTRA_sst2 = task.max_train_samples=8000
 FAST_NAME_sst2 = the 8,000 labelled rows
 FAST_NAME_mrpc = MRPC
 FAST_NAME_cola = CoLA
 TASK ?= cola
 quality-fast: $(STAMP)  ## the fast pair (MiniLM-L6 -> its layers 0,2,5) on TASK=sst2|mrpc|cola x SEEDS, resumable -> bench/results/quality_shrink_TASK.md; then quality-fast-summary
-	$(if $(filter mrpc,$(TASK)),$(BIN)/python scripts/transfer_pairs.py --glue $(GLUE) --out $(TRANSFER))
+	$(if $(TRANSFER_$(TASK)),$(BIN)/python scripts/transfer_set.py --task $(TASK) --glue $(GLUE) --out $(TRANSFER_$(TASK)))
 	$(BIN)/python scripts/glue_suite.py --shrink --tasks $(TASK) --seeds $(SEEDS) --epochs $(EPOCHS) --data-dir $(GLUE) \
 		--out $(FAST_OUT) --teacher minilm-l6 --teacher-lr 5e-5 --student from-teacher \
 		--student-extra 'student.keep_layers=[0,2,5]' --student-label "all-MiniLM-L6-v2 fine-tuned on $(FAST_NAME_$(TASK)), its layers 0, 2, 5 (3 of 6)" \
 		--extra train.num_threads=1 $(FAST_EXTRA_$(TASK)) --data-extra $(FAST_DATA_$(TASK)) --no-speed \
-		$(if $(strip $(ROWS)),--rows $(ROWS)) --md bench/results/quality_shrink_$(TASK).md
+		$(if $(strip $(ROWS)),--rows $(ROWS)) $(if $(strip $(ONLY)),--only $(ONLY)) --md bench/results/quality_shrink_$(TASK).md
 
 quality-fast-summary: $(STAMP)  ## SST-2, MRPC and CoLA side by side and the bar, from quality.jsonl -> bench/results/quality_shrink.md
 	$(BIN)/python scripts/shrink_summary.py --out $(FAST_OUT)

@@ -2,14 +2,17 @@
 
     make bench                       # = .venv/bin/python bench/speed.py --rounds 3
     python bench/speed.py --method fadkd_full     # one method, one process (what rounds call)
+    python bench/speed.py --device cuda --dtype bf16 --name speed_gpu    # bench/gpu/run.sh's part
 
 The protocol (bench/common.py, ../shared/reference/speed-protocol.md): one fixed batch of 32
 SST-2 sentences, all-mpnet-base-v2 teacher -> all-MiniLM-L6-v2 student, 2 threads, 3 warm-up +
 20 timed steps, median step time. Each method runs in a fresh process per round, methods in a
 rotated order each round, so drift and noise hit all of them; ratios are taken within a round.
 Rounds where other processes took over 10 % of the CPU are reported and left out of the summary
-(--max-other-cpu). Each step's CPU seconds are recorded beside its wall time: on a machine others load,
-compare those, with FADKD_BENCH_THREADS=1. The old_* methods run another commit's checkout side by side:
+(--noisy). --device and --dtype reach every method's process through FADKD_BENCH_DEVICE / FADKD_BENCH_DTYPE
+(bench/common.py says what bf16 means); the table goes to <results>/<name>.md and <name>.jsonl. Each
+step's CPU seconds are recorded beside its wall time: on a machine others load, compare those, with
+FADKD_BENCH_THREADS=1. The old_* methods run another commit's checkout side by side:
 
     git worktree add ../wt-old <commit> && (cd ../wt-old && make install)
     python bench/speed.py --old ../wt-old --methods floor fadkd_full old_fadkd_full --minutes 15 --append
@@ -33,9 +36,13 @@ import common  # noqa: E402
 ROOT = common.ROOT
 RESULTS = ROOT / "bench" / "results"
 CACHE_DIR = Path(os.environ.get("FADKD_BENCH_CACHE", "/tmp/fadkd-bench-cache"))
+PEER_PYTHON = os.environ.get("FADKD_PEER_PYTHON")  # one interpreter with both peers (the GPU run's), else their venvs
 PEERS = {
-    "textbrewer": (ROOT / ".venv-textbrewer/bin/python", ROOT / "bench/peers/textbrewer_step.py"),
-    "torchdistill": (ROOT / ".venv-torchdistill/bin/python", ROOT / "bench/peers/torchdistill_step.py"),
+    "textbrewer": (Path(PEER_PYTHON or ROOT / ".venv-textbrewer/bin/python"), ROOT / "bench/peers/textbrewer_step.py"),
+    "torchdistill": (
+        Path(PEER_PYTHON or ROOT / ".venv-torchdistill/bin/python"),
+        ROOT / "bench/peers/torchdistill_step.py",
+    ),
 }
 # fadkd_full / fadkd_cached: fadkd's step as it trains (AdamW fused, train.fused_adamw=true);
 # *_protocol_adamw: the same with the protocol's (torch's default) AdamW, like FLOOR and the peers;
@@ -60,11 +67,12 @@ def floor(fused: bool = False) -> dict:
     optimizer = torch.optim.AdamW(student.parameters(), lr=common.LR, **({"fused": True} if fused else {}))
 
     def step():
-        with torch.no_grad():
-            t = teacher(**batch["teacher"]).logits
-        s = student(**batch["student"]).logits
-        kl = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="batchmean")
-        loss = F.cross_entropy(s, batch["labels"]) + 4 * kl
+        with common.autocast():
+            with torch.no_grad():
+                t = teacher(**batch["teacher"]).logits.float()
+            s = student(**batch["student"]).logits.float()
+            kl = F.kl_div(F.log_softmax(s / 2, -1), F.log_softmax(t / 2, -1), log_target=True, reduction="batchmean")
+            loss = F.cross_entropy(s, batch["labels"]) + 4 * kl
         loss.backward()
         optimizer.step()
         optimizer.zero_grad(set_to_none=True)
@@ -90,7 +98,7 @@ def _fadkd_parts(cached: bool, fused: bool = True, variant: str | None = None):
     from fadkd.teacher.base import CachedTeacher, LiveTeacher
     from fadkd.teacher.cache import TeacherCache
 
-    b = common.batch()
+    b, device = common.batch(), common.DEVICE
     batch = Batch(student=b["student"], teacher=b["teacher"], labels=b["labels"], indices=torch.arange(common.BATCH))
     pairs = [LayerPair(s, t) for s, t in common.PAIRS]
     s_layers, t_layers = layers_to_capture(pairs, True, True)
@@ -99,7 +107,7 @@ def _fadkd_parts(cached: bool, fused: bool = True, variant: str | None = None):
         raise SystemExit(f"no cache at {folder}: run `python bench/speed.py --build-cache` first")
     if cached:  # the teacher is never loaded: a cached run reads its outputs
         _, student = common.models(student_attn=attention.NAME, teacher=False)
-        teacher = CachedTeacher(TeacherCache(folder), None, torch.device("cpu"))
+        teacher = CachedTeacher(TeacherCache(folder), None, device)
     else:
         model, student = common.models(student_attn=attention.NAME)
         teacher = LiveTeacher(model, t_layers, None)  # what a run without the cache uses
@@ -108,12 +116,14 @@ def _fadkd_parts(cached: bool, fused: bool = True, variant: str | None = None):
     weights = LossWeights(alpha=1.0, temperature=2.0, beta=1.0, gamma=1.0, delta=1.0, ce=1.0, **changed)
     if weights.balance == "gradnorm":  # its z, hidden_states[0] here, is kept as fadkd/losses/spec.py keeps it
         s_layers = replace(s_layers, hidden=s_layers.hidden | {shared_layer(weights, pairs)})
-    widths = {s: 384 for s, _ in common.PAIRS}, {t: 768 for _, t in common.PAIRS}
-    loss_fn = DistillLoss(weights, pairs, *widths, False, choice=TermChoice(**choice))
+    s_width, t_width = common.widths()
+    widths = {s: s_width for s, _ in common.PAIRS}, {t: t_width for _, t in common.PAIRS}
+    loss_fn = DistillLoss(weights, pairs, *widths, False, choice=TermChoice(**choice)).to(device)
     named = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
-    optimizer = build_optimizer([{"params": [p for _, p in named]}], common.LR, 0.01, fused, torch.device("cpu"))
+    optimizer = build_optimizer([{"params": [p for _, p in named]}], common.LR, 0.01, fused, device)
+    precision = "bf16" if common.DTYPE == "bf16" else "fp32"  # train.precision: the same autocast as the others
     parts = StepParts(student, teacher, loss_fn, optimizer, get_constant_schedule(optimizer),
-                      named, s_layers, grad_clip=0.0)  # fmt: skip
+                      named, s_layers, grad_clip=0.0, precision=precision)  # fmt: skip
     return parts, batch
 
 
@@ -121,8 +131,7 @@ def fadkd(cached: bool, fused: bool = True, variant: str | None = None) -> dict:
     from fadkd.run.step import train_step
 
     parts, batch = _fadkd_parts(cached, fused, variant)
-    device = torch.device("cpu")
-    return common.time_steps(lambda: train_step(parts, batch, device))
+    return common.time_steps(lambda: train_step(parts, batch, common.DEVICE))
 
 
 def build_protocol_cache() -> None:
@@ -143,9 +152,11 @@ def build_protocol_cache() -> None:
         return Batch(student=t, teacher=t, labels=b["labels"][idx])
 
     layers = Layers(frozenset(t for _, t in common.PAIRS), frozenset(t for _, t in common.PAIRS))
-    shape = {"layers": 12, "width": 768, "heads": 12}
-    build_cache(CACHE_DIR / "protocol", {"bench": "protocol"}, CacheConfig(dir=str(CACHE_DIR)), teacher, rows,
-                collator, layers, shape, 2, 32, torch.device("cpu"), {})  # fmt: skip
+    c = teacher.config
+    shape = {"layers": c.num_hidden_layers, "width": c.hidden_size, "heads": c.num_attention_heads}
+    key = {"bench": "protocol", **{k: str(v) for k, v in common.environment().items()}}  # another shape: another cache
+    build_cache(CACHE_DIR / "protocol", key, CacheConfig(dir=str(CACHE_DIR)), teacher, rows,
+                collator, layers, shape, 2, 32, common.DEVICE, {})  # fmt: skip
 
 
 def run_method(method: str, old: Path | None = None) -> dict | None:
@@ -177,10 +188,14 @@ def main() -> None:
     parser.add_argument("--build-cache", action="store_true", help="write the protocol's teacher cache")
     parser.add_argument("--rounds", type=int, default=3)
     parser.add_argument("--methods", nargs="+", default=METHODS, choices=METHODS)
+    parser.add_argument("--device", choices=["cpu", "cuda"], default=common.DEVICE.type)
+    parser.add_argument("--dtype", choices=["fp32", "bf16"], default=common.DTYPE, help="bf16: autocast (common.py)")
+    parser.add_argument("--name", help="results file stem (default: speed, or speed_gpu on cuda)")
+    parser.add_argument("--results", type=Path, default=RESULTS, help="default: %(default)s")
+    parser.add_argument("--noisy", type=float, default=10.0, help="leave out rounds where others took over this %% CPU")
     parser.add_argument("--old", type=Path, help="another checkout (with its .venv) for the old_* methods")
     parser.add_argument("--minutes", type=float, help="start rounds (up to --rounds) only while they fit in this")
-    parser.add_argument("--max-other-cpu", type=float, default=10.0, help="leave out rounds with more other load")
-    parser.add_argument("--append", action="store_true", help="add a section to speed.md instead of replacing it")
+    parser.add_argument("--append", action="store_true", help="add a section to the md instead of replacing it")
     args = parser.parse_args()
     if args.build_cache:
         return build_protocol_cache()
@@ -194,19 +209,24 @@ def main() -> None:
             **{v: (lambda v=v: fadkd(False, variant=v)) for v in VARIANTS},
         }
         return common.report(args.method, result[args.method]() if args.method in result else {})
+    if args.device == "cuda" and not torch.cuda.is_available():
+        raise SystemExit("--device cuda: torch sees no CUDA device here")
+    os.environ.update(FADKD_BENCH_DEVICE=args.device, FADKD_BENCH_DTYPE=args.dtype)  # for every method's process
     from summary import summarize
 
     if "fadkd_cached" in args.methods:
         subprocess.run([sys.executable, __file__, "--build-cache"], cwd=ROOT, check=True)
 
     def commit(root: Path) -> str:
-        return subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+        out = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=root, capture_output=True, text=True).stdout
+        return out.strip() or "unknown (no git here)"
 
+    gpu = f", {torch.cuda.get_device_name()} (CUDA {torch.version.cuda})" if args.device == "cuda" else ""
     meta = {
         "command": "python bench/speed.py " + " ".join(sys.argv[1:]),
-        "commit": commit(ROOT).strip() + (f", old_*: {commit(args.old).strip()}" if args.old else ""),
+        "commit": commit(ROOT) + (f", old_*: {commit(args.old)}" if args.old else ""),
         "machine": f"{platform.machine()}, {os.cpu_count()} cores, Python {platform.python_version()}, "
-        f"torch {torch.__version__}",
+        f"torch {torch.__version__}{gpu}",
     }
     records, start, longest = [], time.monotonic(), 0.0
     for r in range(1, args.rounds + 1):
@@ -219,11 +239,14 @@ def main() -> None:
             result = run_method(method, args.old)
             if result:
                 result.pop("step_times", None)
-                records.append({**result, "method": method, "device": "cpu", "round": r, **meta})
-                print(f"round {r} {method}: {result['median_step_s']:.3f} s/step", flush=True)
+                records.append({**result, "method": method, "round": r, **meta})
+                print(f"round {r} {method}: {result['median_step_s']:.4f} s/step", flush=True)
         longest = max(longest, time.monotonic() - began)
+    if not records:
+        raise SystemExit("no method ran (see the errors above)")
+    name = args.name or ("speed_gpu" if args.device == "cuda" else "speed")
     when = time.strftime("%Y-%m-%d %H:%M UTC", time.gmtime())
-    summarize(records, meta, when, noisy_above=args.max_other_cpu, append=args.append)
+    summarize(records, meta, when, args.results, name, args.noisy, append=args.append)
 
 
 if __name__ == "__main__":

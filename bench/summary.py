@@ -29,11 +29,38 @@ LEGEND = {
 
 def _cell(r: dict) -> str:
     cpu = f"; CPU {r['cpu_ratio_vs_floor']:.3f}x" if r.get("cpu_ratio_vs_floor") else ""
-    return f"{r['median_step_s']:.3f} ({r['ratio_vs_floor']:.3f}x{cpu})"
+    return f"{seconds(r['median_step_s'])} ({r['ratio_vs_floor']:.3f}x{cpu})"
 
 
-def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = NOISY, append: bool = False) -> None:
-    """Append the records to speed.jsonl; write speed.md (append: add a section to it instead)."""
+def seconds(value: float) -> str:
+    """A step time: 3 decimals, 5 under 0.1 s (a GPU's steps take milliseconds)."""
+    return f"{value:.5f}" if value < 0.1 else f"{value:.3f}"
+
+
+def environment(records: list[dict]) -> list[str]:
+    """The md header's lines on where the methods ran (each JSON line carries bench/common.py's environment())."""
+    first = records[0]
+    device = first.get("device", "cpu")
+    name = f" ({first['device_name']})" if first.get("device_name") else ""
+    cuda = f", CUDA {first['cuda']}" if first.get("cuda") else ""
+    return [
+        f"- device: {device}{name}{cuda}, torch {first.get('torch', '?')}",
+        f"- dtype: {first.get('dtype', 'fp32')}" + (" (autocast bf16 around the forwards and the loss; fp32 weights, "
+        "gradients and AdamW)" if first.get("dtype") == "bf16" else ""),
+        f"- weights: {first.get('weights', 'pretrained')}; {first.get('steps', 20)} timed steps per method and round",
+    ]  # fmt: skip
+
+
+def summarize(
+    records: list[dict],
+    meta: dict,
+    when: str,
+    results: Path = RESULTS,
+    name: str = "speed",
+    limit: float = NOISY,
+    append: bool = False,
+) -> None:
+    """Append the records to <name>.jsonl; write <name>.md (append: add a section to it instead)."""
     floors = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor"}
     fused = {r["round"]: r["median_step_s"] for r in records if r["method"] == "floor_fused"}
     cpu_floors = {r["round"]: r["median_cpu_s"] for r in records if r["method"] == "floor" and "median_cpu_s" in r}
@@ -42,12 +69,13 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         has_cpu = r["round"] in cpu_floors and "median_cpu_s" in r  # the CPU seconds of a step, as the wall's
         r["cpu_ratio_vs_floor"] = r["median_cpu_s"] / cpu_floors[r["round"]] if has_cpu else None
         r["ratio_vs_floor_fused"] = r["median_step_s"] / fused[r["round"]] if r["round"] in fused else None
-    RESULTS.mkdir(parents=True, exist_ok=True)
-    with open(RESULTS / "speed.jsonl", "a") as f:
+    results.mkdir(parents=True, exist_ok=True)
+    with open(results / f"{name}.jsonl", "a") as f:
         for r in records:
             f.write(json.dumps(r) + "\n")
 
-    noisy = {r["round"] for r in records if r["other_cpu_pct"] > noisy_above}
+    gpu = any(r.get("peak_gpu_mib") is not None for r in records)
+    noisy = {r["round"] for r in records if r["other_cpu_pct"] > limit}
     clean = [r for r in records if r["round"] not in noisy and r["ratio_vs_floor"] is not None]
     columns = [
         "method",
@@ -58,6 +86,7 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         "CPU s/step",
         "CPU ratio vs FLOOR",
         "peak RSS MiB",
+        *(["peak GPU MiB"] if gpu else []),
         "other CPU %",
         "rounds",
     ]
@@ -71,13 +100,14 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         cpu_ratio = [r["cpu_ratio_vs_floor"] for r in mine if r["cpu_ratio_vs_floor"]]
         rows.append([
             method,
-            f"{statistics.median(r['median_step_s'] for r in mine):.3f}",
+            seconds(statistics.median(r["median_step_s"] for r in mine)),
             f"{statistics.median(r['samples_per_s'] for r in mine):.1f}",
             f"{statistics.median(r['ratio_vs_floor'] for r in mine):.3f}",
             f"{statistics.median(vs_fused):.3f}" if vs_fused else "-",
             f"{statistics.median(cpu):.3f}" if cpu else "-",
             f"{statistics.median(cpu_ratio):.3f}" if cpu_ratio else "-",
             f"{max(r['peak_rss_mib'] for r in mine):.0f}",
+            *([f"{max(r['peak_gpu_mib'] or 0 for r in mine):.0f}"] if gpu else []),
             f"{max(r['other_cpu_pct'] for r in mine):.1f}",
             str(len(mine)),
         ])  # fmt: skip
@@ -89,7 +119,7 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
     Console().print(table)
     per_round = ["| round | " + " | ".join(dict.fromkeys(r["method"] for r in records)) + " |"]
     for rnd in sorted({r["round"] for r in records}):
-        cells = {r["method"]: _cell(r) for r in records if r["round"] == rnd}
+        cells = {r["method"]: _cell(r) for r in records if r["round"] == rnd and r["ratio_vs_floor"] is not None}
         flag = " (noisy, left out)" if rnd in noisy else ""
         per_round.append(
             f"| {rnd}{flag} | "
@@ -102,7 +132,8 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         f"- command: `{meta['command']}`",
         f"- commit: `{meta['commit']}`",
         f"- machine: {meta['machine']}",
-        f"- rounds with other processes over {noisy_above:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
+        *environment(records),
+        f"- rounds with other processes over {limit:.0f} % of the CPU left out: {sorted(noisy) or 'none'}",
         "",
         "| " + " | ".join(columns) + " |",
         "|" + "---|" * len(columns),
@@ -116,6 +147,6 @@ def summarize(records: list[dict], meta: dict, when: str, noisy_above: float = N
         "|" + "---|" * (per_round[0].count("|") - 1),
         *per_round[1:],
     ]
-    old = (RESULTS / "speed.md").read_text() + "\n" if append and (RESULTS / "speed.md").exists() else ""
-    (RESULTS / "speed.md").write_text(old + "\n".join(md) + "\n")
-    print(f"wrote {RESULTS / 'speed.md'} and appended to {RESULTS / 'speed.jsonl'}")
+    old = (results / f"{name}.md").read_text() + "\n" if append and (results / f"{name}.md").exists() else ""
+    (results / f"{name}.md").write_text(old + "\n".join(md) + "\n")
+    print(f"wrote {results / name}.md and appended to {results / name}.jsonl")

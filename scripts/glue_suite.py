@@ -230,6 +230,21 @@ def ensure_run(ns, verb: str, args: list[str], run: Path) -> None:
     write_record(run, {**record, "finished": now()})
 
 
+def check_teacher(ns, recorded: dict, task: str) -> None:
+    """Warn when a teacher fine-tuned again differs from the one the recorded rows were distilled from."""
+    line = recorded.get((task, "teacher", 42))
+    run = ns.out / task / "teacher"
+    if line is None or ns.dry_run or not (run / "metrics.json").is_file():
+        return
+    metrics = json.loads((run / "metrics.json").read_text())
+    now_metrics = metrics["student_final"] or metrics["student"]
+    if any(abs(now_metrics.get(k, 0) - v) > 1e-6 for k, v in line["metrics"].items()):
+        console.print(
+            f"[yellow]{task}: the teacher fine-tuned here scores {now_metrics}, the recorded one {line['metrics']}: "
+            "rows recorded earlier were distilled from that other teacher"
+        )
+
+
 def now() -> str:
     return datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
 
@@ -266,7 +281,29 @@ def run_line(ns, task: str, row: str, run: Path) -> dict:
         "command": recorded_command(run),
         "commit": record["commit"],
         "machine": record["machine"],
+        "params": metrics["params"]["student"],
+        **({"terms": terms} if ns.shrink and (terms := term_magnitudes(run / "steps.jsonl")) else {}),
     }
+
+
+def recorded_lines(ns) -> dict[tuple[str, str, int], dict]:
+    """(task, row, seed) -> the newest line of this suite (same suite kind and student) in --jsonl: a run
+    recorded there counts as done even when its folder is gone (another machine, a cleaned outputs/)."""
+    found = {}
+    for raw in ns.jsonl.read_text().splitlines() if ns.jsonl.is_file() else []:
+        x = json.loads(raw)
+        if (x.get("suite") == "shrink") == ns.shrink and (not ns.shrink or x.get("student") == ns.student_label):
+            found[(x["task"], x["row"], x["seed"])] = x
+    return found
+
+
+def recorded_run(recorded: dict, task: str, row: str, seed: int, args: list[str], run: Path) -> dict | None:
+    """The jsonl line of a run whose folder is not here, when it was made with the suite's overrides now."""
+    line = recorded.get((task, row, seed))
+    if line is None or run.exists():  # a folder here: reuse it or resume it
+        return None
+    same = set(line["command"].split()[2:]) == {shlex.quote(a) for a in args}
+    return line if same else None
 
 
 def run_flags(cfg) -> dict:
@@ -483,8 +520,9 @@ def magnitudes_section(ns, lines: list[dict]) -> list[str]:
     out = []
     for task in ns.tasks:
         for row in dict.fromkeys(x["row"] for x in lines if x["task"] == task and x.get("features")):
-            seed = min(x["seed"] for x in lines if x["task"] == task and x["row"] == row)
-            terms = term_magnitudes(ns.out / task / row / f"seed{seed}" / "steps.jsonl")
+            first = min((x for x in lines if x["task"] == task and x["row"] == row), key=lambda x: x["seed"])
+            seed, terms = first["seed"], first.get("terms")
+            terms = terms or term_magnitudes(ns.out / task / row / f"seed{seed}" / "steps.jsonl")
             if terms:
                 shown = ", ".join(f"{k} {v:.4g}" for k, v in sorted(terms.items()))
                 out.append(f"| {task} | {row} | {seed} | {shown} |")
@@ -560,30 +598,49 @@ def main(argv: list[str] | None = None) -> None:
     cached = {row: uses_cache(experiment, ns.extra) for row, experiment in row_configs.items()}
     for row in (r for r, c in cached.items() if not c):
         console.print(f"[yellow]{row}: loss.attn=relations, which the teacher cache does not hold: a live teacher")
+    recorded = recorded_lines(ns)
     for task in ns.tasks if not ns.report_only else []:
+        runs = [
+            (row, seed, run, row_args(ns, task, row, experiment, seed, cached[row]))
+            for seed in ns.seeds
+            for row, experiment in row_configs.items()
+            if not ns.only or row in ns.only
+            for run in [ns.out / task / row / f"seed{seed}"]
+        ]
+        todo = [
+            (row, seed, run, args)
+            for row, seed, run, args in runs
+            if not recorded_run(recorded, task, row, seed, args, run)
+        ]
+        if len(todo) < len(runs):
+            console.print(
+                f"[dim]{task}: {len(runs) - len(todo)} run(s) recorded in {ns.jsonl} (their folders are not here)"
+            )
+        if not todo:
+            continue
         ensure_run(ns, "finetune", teacher_args(ns, task), ns.out / task / "teacher")
-        for seed in ns.seeds:
-            for row, experiment in row_configs.items():
-                if ns.only and row not in ns.only:
-                    continue
-                run = ns.out / task / row / f"seed{seed}"
-                ensure_run(ns, "train", row_args(ns, task, row, experiment, seed, cached[row]), run)
-                if (run / "metrics.json").is_file():  # each run's line as it finishes: a cut-off suite loses none
-                    append_lines(ns.jsonl, [run_line(ns, task, row, run)])
+        check_teacher(ns, recorded, task)
+        for row, _, run, args in todo:
+            ensure_run(ns, "train", args, run)
+            if (run / "metrics.json").is_file():  # each run's line as it finishes: a cut-off suite loses none
+                append_lines(ns.jsonl, [run_line(ns, task, row, run)])
     if ns.dry_run:
         return
     here = machine()
     rows = ["teacher", *row_configs]
     lines, speeds, params = [], {}, {}
     for task in ns.tasks:
-        runs = [("teacher", ns.out / task / "teacher")]
-        runs += [(row, ns.out / task / row / f"seed{seed}") for seed in ns.seeds for row in row_configs]
-        runs = [(row, run) for row, run in runs if (run / "metrics.json").is_file()]  # --report-only: the finished
-        lines += [run_line(ns, task, row, run) for row, run in runs]
-        for row, run in runs:
-            if (task, row) not in speeds:  # the first run of a row (all seeds share the architecture)
-                speeds[(task, row)] = None if ns.no_speed else dev_seconds(run, here)
-                params[row] = json.loads((run / "metrics.json").read_text())["params"]["student"]
+        runs = [("teacher", 42, ns.out / task / "teacher")]
+        runs += [(row, seed, ns.out / task / row / f"seed{seed}") for seed in ns.seeds for row in row_configs]
+        for row, seed, run in runs:
+            if (run / "metrics.json").is_file():
+                lines.append(run_line(ns, task, row, run))
+                if (task, row) not in speeds:  # the first run of a row (all seeds share the architecture)
+                    speeds[(task, row)] = None if ns.no_speed else dev_seconds(run, here)
+            elif (task, row, seed) in recorded:
+                lines.append(recorded[(task, row, seed)])  # recorded earlier; its folder is not here
+            if lines and lines[-1]["row"] == row and lines[-1].get("params") and row not in params:
+                params[row] = lines[-1]["params"]
     rows = [row for row in rows if any(x["row"] == row for x in lines)]
     appended = append_lines(ns.jsonl, lines)
     header, cells = build_table(ns, rows, lines, speeds, params)

@@ -9,7 +9,10 @@ held-out set). The table has one line per row: the mean over its seeds, ± their
 deviation when there are several; a second table lists every run. Each run's command is rebuilt
 from the overrides Hydra recorded. lm.jsonl gets one JSON object per row and seed:
     {"task", "row", "seed", "corpus", "train_tokens", "metrics": {perplexity, bleu, rouge_l, cer,
-     bleu_vs_teacher, rouge_l_vs_teacher, cer_vs_teacher}, "train_seconds", "command", "commit", "machine"}
+     bleu_vs_teacher, rouge_l_vs_teacher, cer_vs_teacher}, "train_seconds", "command", "commit", "machine",
+     "device", "precision"}
+"device" is the runs' train.device with the GPU's name and CUDA version when it is cuda (or auto on a GPU);
+"precision" their train.precision (bf16: autocast forwards, fp32 loss terms, weights and AdamW).
 train_tokens = optimizer steps x train.batch_size x task.block_size (every block is full but the
 corpus's last); the teacher's line has seed null and train_tokens 0.
 """
@@ -75,6 +78,19 @@ def command(run: Path) -> str:
     return " ".join(["fadkd train", *map(shlex.quote, overrides_of(run))])
 
 
+def device_of(runs: dict) -> tuple[str, str]:
+    """(device, precision) of the runs (the first run's train.device / train.precision; all rows share them)."""
+    train = next(iter(runs.values()))["train"]
+    device = str(train.get("device", "auto"))
+    if device.startswith("cuda") or (device == "auto" and torch.cuda.is_available()):
+        device = (
+            f"cuda ({torch.cuda.get_device_name()}, CUDA {torch.version.cuda})" if torch.cuda.is_available() else device
+        )
+    elif device == "auto":
+        device = "cpu"
+    return device, str(train.get("precision", "fp32"))
+
+
 def parse_runs(spec: str) -> list[tuple[str, int]]:
     """'kd_only:42 kd_only:43' -> [("kd_only", 42), ("kd_only", 43)]."""
     out = []
@@ -101,6 +117,7 @@ def load_run(run: Path) -> dict:
         "cache": bool(cfg.cache.enabled) and metrics["steps"] > 0 and _reads_teacher(cfg.loss),
         "top_k": int(cfg.cache.top_k) if "top_k" in cfg.cache else None,
         "command": command(run),
+        "train": OmegaConf.to_container(cfg.train),
     }
 
 
@@ -120,6 +137,7 @@ def cell(values: list[float | None], fmt: str) -> str:
 
 
 def markdown(ns, runs: dict, teacher: dict | None, corpus: dict, head: str, where: str) -> list[str]:
+    device, precision = device_of(runs)
     first = next(iter(runs.values()))["metrics"]
     stamp = datetime.now(timezone.utc).strftime("%Y-%m-%d %H:%M UTC")
     headers = ["Row", "Seeds", *COLUMNS, "Params", "Train tokens", "Train s", "Wall s"]
@@ -129,6 +147,7 @@ def markdown(ns, runs: dict, teacher: dict | None, corpus: dict, head: str, wher
         f"- made by: `{ns.script}` ({stamp})",
         f"- commit: `{head}`",
         f"- machine: {where}",
+        f"- device: {device}; precision: {precision}",
         f"- teacher: {first.get('teacher_name')}; student: {first.get('student_name')}",
         f"- corpus: {corpus.get('description', '?')}",
         f"  ({corpus.get('train_texts', '?')} training texts, {corpus.get('heldout_texts', '?')} held out; "
@@ -202,9 +221,12 @@ def main() -> None:
                       "metrics": {k: student.get(k) for k in JSONL_METRICS}, "train_seconds": run["train_seconds"],
                       "command": run["command"]})  # fmt: skip
     ns.jsonl.parent.mkdir(parents=True, exist_ok=True)
+    device, precision = device_of(runs)
     with open(ns.jsonl, "a") as f:
         for line in lines:
-            f.write(json.dumps({**line, "commit": head, "machine": where}) + "\n")
+            f.write(
+                json.dumps({**line, "commit": head, "machine": where, "device": device, "precision": precision}) + "\n"
+            )
     print(f"wrote {ns.md}; appended {len(lines)} rows to {ns.jsonl}")
 
 

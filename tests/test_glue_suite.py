@@ -3,6 +3,7 @@
 import importlib.util
 import json
 import os
+import shutil
 import subprocess
 import sys
 
@@ -103,7 +104,7 @@ def test_suite_end_to_end_on_tiny_models(tmp_path):
     assert len(lines) == 9
     assert {(x["row"], x["seed"]) for x in lines} == {("teacher", 42)} | {(r, s) for r in ROWS[1:] for s in (42, 43)}
     for x in lines:
-        assert set(x) == SCHEMA | {"best_metrics", "best_step"} and x["task"] == "mrpc" and x["epochs"] == 1
+        assert set(x) == SCHEMA | {"best_metrics", "best_step", "params"} and x["task"] == "mrpc" and x["epochs"] == 1
         assert set(x["metrics"]) == {"accuracy", "f1"} and all(0 <= v <= 1 for v in x["metrics"].values())
         assert x["command"].startswith("fadkd finetune model=tiny " if x["row"] == "teacher" else "fadkd train ")
         assert f"hydra.run.dir={tmp_path}/runs/mrpc/" in x["command"] and x["commit"] and "cores" in x["machine"]
@@ -125,6 +126,15 @@ def test_suite_end_to_end_on_tiny_models(tmp_path):
     resumed = run_suite()
     assert resumed.count("$ fadkd ") == 1 and "train.resume=true" in resumed
     assert (stopped / "metrics.json").is_file() and len(jsonl.read_text().splitlines()) == 9
+
+    # Another machine: the folders are gone, quality.jsonl holds every run, so nothing trains (not even the
+    # teacher) and the table still has every row; a recorded run made with other overrides trains again.
+    shutil.rmtree(tmp_path / "runs")
+    elsewhere = run_suite()
+    assert "$ fadkd " not in elsewhere and "8 run(s) recorded" in elsewhere
+    assert md.read_text().count(" ± ") == table.count(" ± ") and len(jsonl.read_text().splitlines()) == 9
+    args[args.index("train.max_steps=2")] = "train.max_steps=1"
+    assert "$ fadkd " in subprocess.run([*args, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
 
 
 def test_resume_command_of_a_finetune_run_uses_finetune(tmp_path):

@@ -66,7 +66,7 @@ def _fake_run(folder, steps: int, perplexity: float, alpha: float = 1.0):
     (folder / ".hydra").mkdir(parents=True)
     (folder / ".hydra" / "overrides.yaml").write_text(f"- train.max_steps={steps}\n")
     (folder / "config.yaml").write_text(
-        "train: {batch_size: 8}\ntask: {block_size: 128}\n"
+        "train: {batch_size: 8, device: cpu, precision: bf16}\ntask: {block_size: 128}\n"
         f"cache: {{enabled: true, top_k: 64}}\nloss: {{alpha: {alpha}, beta: 0, gamma: 0, delta: 0}}\n"
     )
     student = {"perplexity": perplexity, "bleu": 1.0, "rouge_l": 2.0, "cer": 0.9}
@@ -96,4 +96,6 @@ def test_report_gives_mean_and_spread_and_a_line_per_row_and_seed(tmp_path):
         ("teacher", None, 0), ("student_init", 42, 0), ("kd_only", 42, 1_024_000), ("kd_only", 43, 1_024_000)
     ]  # fmt: skip
     assert all(x["corpus"] == "glue_text: sentences" for x in lines)
+    assert all((x["device"], x["precision"]) == ("cpu", "bf16") for x in lines)  # the runs' train.device, precision
+    assert "- device: cpu; precision: bf16" in page
     assert lines[2]["metrics"]["perplexity"] == 30.0

@@ -21,6 +21,7 @@ cycling, checkpointing and logging schedule): `distiller.train_on_batch(batch, a
 forward under no_grad, student forward, adaptors, `compute_loss`), `distiller.write_loss` (a
 no-op writer, log_dir=None), `loss.backward()`, `optimizer.step()`, `optimizer.zero_grad()`.
 It runs inside `with distiller:` (teacher eval, student train), as TextBrewer's examples do.
+Device and dtype as bench/common.py says (bf16: autocast around train_on_batch, backward outside).
 """
 
 import argparse
@@ -49,11 +50,11 @@ def adaptor_S(batch, out):
 
 
 def matches():
-    """Per pair: hidden MSE through a Linear 384->768, and per-head attention MSE."""
-    out = []
+    """Per pair: hidden MSE through a Linear 384->768 (the models' widths), and per-head attention MSE."""
+    out, (s_width, t_width) = [], common.widths()
     for s, t in common.PAIRS:
         hidden = {"layer_T": t, "layer_S": s, "feature": "hidden", "loss": "hidden_mse", "weight": 1}
-        out.append({**hidden, "proj": ["linear", 384, 768]})
+        out.append({**hidden, "proj": ["linear", s_width, t_width]})
         out.append({"layer_T": t - 1, "layer_S": s - 1, "feature": "attention", "loss": "attention_mse", "weight": 1})
     return out
 
@@ -72,7 +73,7 @@ def main() -> None:
     model_args = {"output_hidden_states": True, "output_attentions": True}
 
     out_dir = tempfile.mkdtemp(prefix="textbrewer-")  # TrainingConfig creates it; nothing is saved
-    t_config = TrainingConfig(device="cpu", output_dir=out_dir, log_dir=None)
+    t_config = TrainingConfig(device=str(common.DEVICE), output_dir=out_dir, log_dir=None)
     d_config = DistillationConfig(
         temperature=2, kd_loss_type="ce", kd_loss_weight=1, hard_label_weight=1, intermediate_matches=matches()
     )
@@ -81,7 +82,8 @@ def main() -> None:
     optimizer, _, _ = distiller.initialize_training(optimizer, None, None, None)  # adds the projections
 
     def step():
-        loss, losses = distiller.train_on_batch(batch, model_args)
+        with common.autocast():
+            loss, losses = distiller.train_on_batch(batch, model_args)
         distiller.write_loss(loss, 0, losses)
         loss.backward()
         optimizer.step()

@@ -21,6 +21,7 @@ procs pick their part of the batch dict. What a step calls (the loop body of tor
 `train_one_epoch`): `box.pre_forward_process`, `box.forward_process(batch, labels, {})` (teacher
 forward under no_grad, student forward, wrapper's secondary_forward, criterion), then
 `box.post_forward_process(loss)` (backward, `optimizer.step()`, `optimizer.zero_grad()`).
+Device and dtype as bench/common.py says (bf16: autocast around forward_process, backward outside).
 """
 
 import argparse
@@ -31,10 +32,12 @@ import torch
 
 # torchvision 0.28's only wheel here is a CUDA build: with CPU torch its import fails on these
 # missing op schemas (see the speed protocol). Define them before anything imports torchvision
-# (torchdistill does, and so does transformers when torchvision is installed).
-_TV_LIB = torch.library.Library("torchvision", "DEF")
-_TV_LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
-_TV_LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+# (torchdistill does, and so does transformers when torchvision is installed). A CUDA torch with its
+# own torchvision (the GPU run) registers them itself, and a second definition would be an error.
+if torch.version.cuda is None:
+    _TV_LIB = torch.library.Library("torchvision", "DEF")
+    _TV_LIB.define("nms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
+    _TV_LIB.define("qnms(Tensor dets, Tensor scores, float iou_threshold) -> Tensor")
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
@@ -112,7 +115,8 @@ def train_config() -> dict:
     kd |= {"teacher_module_path": "classifier", "teacher_module_io": "output"}
     kd |= {"temperature": 2.0, "alpha": 1.0, "beta": 1.0}
     terms["kd"] = {"criterion": {"key": "KDLoss", "kwargs": kd}, "weight": 1.0}
-    wrapper = {"key": "Linear4Hidden", "kwargs": {"projections": projections, "dim_in": 384, "dim_out": 768}}
+    s_width, t_width = common.widths()
+    wrapper = {"key": "Linear4Hidden", "kwargs": {"projections": projections, "dim_in": s_width, "dim_out": t_width}}
     teacher = {"forward_proc": "forward_teacher_part", "requires_grad": False, "forward_hook": {"output": t_hooks}}
     student = {"forward_proc": "forward_student_part", "forward_hook": {"output": s_hooks}}
     return {
@@ -135,12 +139,13 @@ def main() -> None:
     data = common.batch()
     teacher, student = common.models(student_attn="eager")
     batch, labels = {"teacher": data["teacher"], "student": data["student"]}, data["labels"]
-    box = DistillationBox(teacher, student, {}, train_config(), torch.device("cpu"), None, False, 1)
+    box = DistillationBox(teacher, student, {}, train_config(), common.DEVICE, None, False, 1)
     box.pre_epoch_process(epoch=0)  # clears the hook dicts, student.train()
 
     def step():
         box.pre_forward_process()
-        loss = box.forward_process(batch, labels, {})
+        with common.autocast():
+            loss = box.forward_process(batch, labels, {})
         box.post_forward_process(loss)
 
     common.report("torchdistill", common.time_steps(step))

@@ -17,11 +17,13 @@ into one process group (gloo on CPU, NCCL on GPUs). What each piece does across 
   the whole global batch (`count_reduce`, fadkd/losses/reduce.py), so the averaged loss and
   gradients are one process's exactly; the loss and its terms are averaged (`average_terms`),
   so every rank logs, checks for NaN and skips or stops at the same step;
-- rank 0 alone writes the run folder, logs, evaluates and checkpoints; `rank0_first` builds the
-  teacher cache on rank 0 while the others wait, then lets them read it.
+- rank 0 alone writes the run folder, logs, evaluates and checkpoints (`on_ranks`: every rank calls the
+  evaluation, rank 0 runs it, its metrics are every rank's); the teacher's set-up follows the same rule
+  (fadkd/teacher/setup.py: rank 0 builds the teacher cache while the others wait, then they read it).
 
 train.strategy=fsdp shards the student, projections, optimizer state and teacher instead of copying
-them (fadkd/run/sharding.py, fadkd/run/strategy.py); then every rank evaluates and checkpoints.
+them (fadkd/run/sharding.py, fadkd/run/strategy.py); then every rank runs each forward (evaluations, the
+teacher cache's build) and writes its checkpoint shards.
 
 With one process (no torchrun) every helper here is a no-op.
 """
@@ -172,14 +174,14 @@ def barrier(info: Dist) -> None:
         dist.barrier()
 
 
-def rank0_first(build: Callable, info: Dist):
-    """build() on rank 0, then on the others: what rank 0 writes (the teacher cache) they read."""
-    if info.is_main:
-        result = build()
-        barrier(info)
-        return result
-    barrier(info)
-    return build()
+def on_ranks(work: Callable, info: Dist, sharded: bool):
+    """work() on the ranks its forwards need, rank 0's result on every rank; every rank calls it.
+
+    A sharded model's forward is a collective: under train.strategy=fsdp every rank runs `work` (the same
+    rows; the results agree). Unsharded, rank 0 runs it alone and the others wait for its result.
+    """
+    result = work() if info.is_main or sharded else None
+    return broadcast(result, info)
 
 
 def hydra_overrides_for_workers(args: list[str]) -> list[str]:

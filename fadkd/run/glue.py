@@ -1,5 +1,6 @@
 """The GLUE builder of a run (the same Setup as causal LMs', fadkd/run/setup.py): training rows (labelled,
-copies, unlabelled pool), dev rows, tokenizers, the student, and how the teacher is set up."""
+copies, unlabelled pool), dev rows, tokenizers, the student, and the teacher's part (fadkd/teacher/glue.py),
+which fadkd/teacher/setup.py loads, evaluates and caches."""
 
 from pathlib import Path
 
@@ -9,13 +10,12 @@ from fadkd.data.glue import load_split, resolve_data_dir
 from fadkd.data.glue_tasks import get_task
 from fadkd.data.pool import training_rows
 from fadkd.eval.glue import evaluate
-from fadkd.losses.spec import LossSpec
 from fadkd.models.load import check_max_length, load_tokenizer, model_shape
 from fadkd.models.shrink import build_classifier_student
 from fadkd.run.progress import make_console
 from fadkd.run.pruning import calibration_batches, check_prune_shape, prune_student
-from fadkd.run.setup import Evaluate, Setup
-from fadkd.teacher.glue import glue_teacher
+from fadkd.run.setup import Setup
+from fadkd.teacher.glue import GlueTeacher
 
 console = make_console()
 
@@ -47,11 +47,8 @@ def prepare_glue(cfg: Config, attn: str | None, device, use_teacher: bool, out_d
         )
         student = prune_student(cfg, student, rows, lambda m: dev_metrics(m, student_tok), student_tok, out_dir)
 
-    def make_teacher(spec: LossSpec, evaluate_on_rank: Evaluate):
-        if not use_teacher:
-            return None
-        return glue_teacher(
-            cfg, spec, task, teacher_shape, collator, train_rows, dev_rows, device, evaluate_on_rank, console.print
-        )
-
-    return Setup(task, train_rows, student, student_tok, collator, dev_metrics, make_teacher, teacher_shape)
+    family = None
+    if use_teacher:
+        log = console.print
+        family = GlueTeacher(cfg, task, teacher_shape, collator, train_rows, dev_rows, dev_metrics, device, log)
+    return Setup(task, train_rows, student, student_tok, collator, dev_metrics, family, teacher_shape)

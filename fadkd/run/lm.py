@@ -1,13 +1,12 @@
 """The causal-LM builder of a run (the same Setup as GLUE's, fadkd/run/setup.py), and `fadkd eval` of an LM run.
 
-`prepare_lm` loads the texts, the tokenizer(s) and models, packs the blocks and evaluates the
-teacher once: its metrics and its greedy continuations (the reference for bleu_vs_teacher /
-cer_vs_teacher, saved to <run>/teacher_generations.jsonl). The teacher is loaded whenever it
-can be: the loss needs it, a from_teacher student is built from it, or only for that reference
-(then it is freed after its evaluation; a tiny-BERT teacher preset is skipped in that case, so
-`fadkd finetune model=tiny-llama task=lm_sst2` works). Teacher and student must share one
-tokenizer when a teacher term is on: logit KD compares distributions over one vocabulary and
-the feature terms compare positions.
+`prepare_lm` loads the texts, the tokenizer(s) and models and packs the blocks. The teacher is loaded
+whenever it can be: the loss needs it, a from_teacher student is built from it, or only to score it
+as a reference (then it is freed after its evaluation; a tiny-BERT teacher preset is skipped in that
+case, so `fadkd finetune model=tiny-llama task=lm_sst2` works). Its evaluation (metrics and greedy
+continuations, the reference for bleu_vs_teacher / cer_vs_teacher, saved to
+<run>/teacher_generations.jsonl), sharding and cache happen in the teacher's set-up
+(fadkd/teacher/setup.py, with fadkd/teacher/lm.py).
 """
 
 from __future__ import annotations
@@ -17,42 +16,21 @@ from pathlib import Path
 
 import torch
 from omegaconf import OmegaConf
-from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedModel, PreTrainedTokenizerBase
+from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerBase
 
 from fadkd.config.schema import Config
 from fadkd.data.glue import resolve_data_dir
 from fadkd.data.lm_text import LmCollator, encode, generation_prompts, get_lm_task, load_texts, pack_blocks
 from fadkd.eval.lm import LmEvaluator, perplexity
-from fadkd.losses.spec import LossSpec
 from fadkd.models.lm import check_lm_lengths, from_teacher, layers_to_keep, load_causal_lm, prepare_tokenizer
-from fadkd.models.load import ModelError, depth, load_tokenizer, width
+from fadkd.models.load import depth, load_tokenizer
 from fadkd.run.progress import make_console
 from fadkd.run.pruning import calibration_batches, check_prune_shape, prune_student
 from fadkd.run.setup import Setup
-from fadkd.teacher.base import LiveTeacher, Teacher
-from fadkd.teacher.lm_cache import cached_lm_teacher, check_lm_cache_config
+from fadkd.teacher.lm import TEACHER_GENERATIONS, LmTeacher, check_vocabularies, same_vocabulary
+from fadkd.teacher.lm_cache import check_lm_cache_config
 
 console = make_console()
-TEACHER_GENERATIONS = "teacher_generations.jsonl"
-
-
-def _shape(m: PreTrainedModel) -> dict[str, int]:
-    return {"layers": depth(m), "width": width(m), "heads": m.config.num_attention_heads}
-
-
-def lm_teacher(cfg: Config, model, tok, train_rows, metrics, kd_vocab, device, spec: LossSpec) -> Teacher | None:
-    """The teacher for the loop, reading the layers the spec asks for; None without teacher terms.
-
-    cache.enabled: its top-k cache (built here on first use), and the model is not kept.
-    """
-    if model is None:
-        return None
-    if not cfg.cache.enabled:
-        return LiveTeacher(model, spec.teacher_layers, metrics)
-    vocab = kd_vocab or model.config.vocab_size
-    return cached_lm_teacher(
-        cfg, model, tok, train_rows, spec.teacher_layers, _shape(model), vocab, metrics, device, console.print
-    )
 
 
 def _data_dir(data_dir: str | None) -> str | None:
@@ -61,10 +39,6 @@ def _data_dir(data_dir: str | None) -> str | None:
 
 def _teacher_loadable(cfg: Config) -> bool:
     return cfg.teacher.path is not None or cfg.teacher.arch == "llama"
-
-
-def same_vocabulary(a: PreTrainedTokenizerBase, b: PreTrainedTokenizerBase) -> bool:
-    return a is b or (a.get_vocab() == b.get_vocab() and a.eos_token_id == b.eos_token_id)
 
 
 def build_evaluator(cfg: Config, tok: PreTrainedTokenizerBase, device) -> LmEvaluator:
@@ -109,77 +83,33 @@ def prepare_lm(cfg: Config, attn: str | None, device, use_teacher: bool, out_dir
         student = load_causal_lm(cfg.student, "student", student_tok, attn)
     student = student.to(device).train()
     check_lm_lengths(student, cfg.task, "student")
-    kd_vocab = check_vocabularies(cfg, student_tok, teacher_tok, student, teacher) if use_teacher else None
-    retokenize = None if not use_teacher or same_vocabulary(student_tok, teacher_tok) else (student_tok, teacher_tok)
+    kd_vocab = None
+    if use_teacher:  # one vocabulary for token-level terms; padded output layers: the kd vocabulary
+        kd_vocab = check_vocabularies(cfg, student_tok, teacher_tok, student, teacher, console.print)
+    one_vocabulary = teacher is not None and same_vocabulary(student_tok, teacher_tok)
+    retokenize = None if not use_teacher or one_vocabulary else (student_tok, teacher_tok)
     console.print(
         f"{task.name}: {len(texts)} training texts -> {len(train_rows)} blocks of {cfg.task.block_size} tokens; "
         f"{len(evaluator.blocks)} held-out blocks, {len(evaluator.prompts)} generation prompts"
     )
-    teacher_metrics = None
-    if teacher is not None:
-        if same_vocabulary(student_tok, teacher_tok):
-            teacher_metrics = evaluator.evaluate(teacher, is_teacher=True)
-            evaluator.write_generations(out_dir / TEACHER_GENERATIONS)
-        else:  # its own tokens for its perplexity; prompts cut elsewhere: no vs-teacher metrics
-            teacher_metrics = build_evaluator(cfg, teacher_tok, device).evaluate(teacher)
-            console.print("the teacher tokenizes differently: no bleu_vs_teacher / cer_vs_teacher")
-        if not use_teacher:
-            teacher = teacher_tok = None  # only the reference was needed
-    evaluate, held = evaluator.evaluate, {"teacher": teacher}  # handed over once: a cached run frees the model
+    family = None
+    if teacher is not None:  # its own tokens for its perplexity when it tokenizes differently (no vs-teacher metrics)
+        reference = evaluator if one_vocabulary else build_evaluator(cfg, teacher_tok, device)
+        family = LmTeacher(
+            cfg, teacher, teacher_tok, train_rows, reference, one_vocabulary, kd_vocab, use_teacher, device,
+            console.print,
+        )  # fmt: skip
     return Setup(
         task=task,
         train_rows=train_rows,
         student=student,
         student_tok=student_tok,
-        collator=LmCollator(student_tok.pad_token_id, with_teacher=teacher is not None, retokenize=retokenize),
-        evaluate=lambda model, tok: evaluate(model),
-        make_teacher=lambda spec, _: lm_teacher(
-            cfg, held.pop("teacher"), teacher_tok, train_rows, teacher_metrics, kd_vocab, device, spec
-        ),
-        teacher_shape=None if teacher is None else _shape(teacher),
-        teacher_metrics=teacher_metrics,
+        collator=LmCollator(student_tok.pad_token_id, with_teacher=use_teacher, retokenize=retokenize),
+        evaluate=lambda model, tok: evaluator.evaluate(model),
+        teacher=family,
+        teacher_shape=family.shape if use_teacher else None,  # what the loss's mapping reads
         kd_vocab=kd_vocab,
     )
-
-
-def _tokenizer_name(tok: PreTrainedTokenizerBase) -> str:
-    return f"'{tok.name_or_path or '?'}' ({type(tok).__name__}, {len(tok)} tokens)"
-
-
-def check_vocabularies(cfg: Config, student_tok, teacher_tok, student, teacher) -> int | None:
-    """Refuse token-level terms across tokenizers; for padded vocabularies, the kd term's vocabulary size.
-
-    Different tokenizers: only the sequence-level ULD term (loss.kd=uld, no feature terms) can
-    compare the models. One tokenizer, output layers of different sizes (vocabularies padded to
-    other multiples): the kd term reads the first len(tokenizer) logits of each side, the real
-    vocabulary both share (None when the sizes agree: every logit is compared, as before).
-    """
-    kd_on = cfg.loss.alpha > 0
-    if not same_vocabulary(student_tok, teacher_tok):
-        if cfg.loss.layerwise or (kd_on and cfg.loss.kd != "uld"):
-            raise ModelError(
-                f"the teacher's tokenizer {_tokenizer_name(teacher_tok)} and the student's "
-                f"{_tokenizer_name(student_tok)} differ; token-level terms need one vocabulary and the same positions, "
-                "so on causal-LM tasks teacher and student must share one tokenizer. Opt into the sequence-level "
-                "alternative with loss.kd=uld loss.beta=0 loss.gamma=0 loss.delta=0 (Universal Logit Distillation; "
-                "README, Loss terms), give the student the teacher's tokenizer (student.tokenizer=...), or train "
-                "without the teacher: loss=student_alone"
-            )
-        return None
-    s_vocab, t_vocab, real = student.config.vocab_size, teacher.config.vocab_size, len(student_tok)
-    if s_vocab == t_vocab or not kd_on:
-        return None
-    if real > min(s_vocab, t_vocab):
-        raise ModelError(
-            f"the student's output layer has {s_vocab} entries and the teacher's {t_vocab}, fewer than the "
-            f"{real} tokens of their tokenizer; logit KD needs every real token on both sides (set loss.alpha=0, "
-            "or use models built for this tokenizer)"
-        )
-    console.print(
-        f"padded vocabularies: the student's output layer has {s_vocab} entries and the teacher's {t_vocab}, over "
-        f"one tokenizer of {real} tokens; the kd term compares the first {real} logits (the shared real vocabulary)"
-    )
-    return real
 
 
 def eval_lm_run(run_dir: Path, cfg, device) -> dict[str, float]:

@@ -6,8 +6,7 @@ from dataclasses import dataclass
 
 from transformers import PreTrainedModel, PreTrainedTokenizerBase
 
-from fadkd.losses.spec import LossSpec
-from fadkd.teacher.base import Teacher
+from fadkd.teacher.setup import TeacherFamily
 
 Evaluate = Callable[[PreTrainedModel, PreTrainedTokenizerBase], dict | None]  # a model's dev metrics
 
@@ -20,9 +19,8 @@ class Setup:
     student_tok: PreTrainedTokenizerBase
     collator: Callable  # rows -> Batch
     evaluate: Evaluate
-    # The teacher for the loss spec (None without teacher terms), given the rank-aware evaluate;
-    # loading, dev metrics and the cache happen here. Rank 0 runs it first: it may write the cache.
-    make_teacher: Callable[[LossSpec, Evaluate], Teacher | None]
+    # What the teacher's set-up (fadkd/teacher/setup.py) loads, evaluates and caches: GlueTeacher or LmTeacher;
+    # None without teacher terms (a causal LM's teacher may still come, only to be scored).
+    teacher: TeacherFamily | None
     teacher_shape: dict | None = None  # layers, width, heads: what the mapping needs before the teacher loads
-    teacher_metrics: dict | None = None  # known at set-up (causal LMs evaluate the teacher as a reference)
     kd_vocab: int | None = None  # padded vocabularies: the kd term reads the first kd_vocab logits

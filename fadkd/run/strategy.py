@@ -2,7 +2,8 @@
 
 `check_strategy` says before any work what the run will do (one process: nothing to spread;
 bf16 shards on a CPU without bf16 instructions, and loss.balance=gradnorm with shards: refused);
-`distribute` wraps StudentLoss in DistributedDataParallel, or shards it and the live teacher (fadkd/run/sharding.py);
+`distribute` wraps StudentLoss in DistributedDataParallel, or shards it (fadkd/run/sharding.py; the teacher's
+set-up shards the teacher);
 `save_student` writes the student as one ordinary Hugging Face folder either way (a sharded
 student is gathered on rank 0 first, with every rank taking part).
 """
@@ -16,7 +17,6 @@ from fadkd.errors import FadkdError
 from fadkd.run import distributed, sharding
 from fadkd.run.checkpoint import safe_dir
 from fadkd.run.folder import save_student as save_plain_student
-from fadkd.teacher.base import LiveTeacher
 
 
 def cpu_has_bf16() -> bool:
@@ -48,14 +48,14 @@ def check_strategy(cfg, info: distributed.Dist, device: torch.device, log) -> bo
     return fsdp
 
 
-def distribute(forward: torch.nn.Module, teacher, cfg, info: distributed.Dist, device, sharded: bool):
-    """StudentLoss as a step runs it: itself (one process), DDP-wrapped, or sharded with the live teacher."""
-    if not sharded:
+def distribute(forward: torch.nn.Module, info: distributed.Dist, mesh, precision: str) -> torch.nn.Module:
+    """StudentLoss as a step runs it: itself (one process), DDP-wrapped, or sharded on `mesh` (fsdp).
+
+    The live teacher is sharded in its own set-up (fadkd/teacher/setup.py), before its first forward.
+    """
+    if mesh is None:
         return distributed.wrap(forward, info)
-    mesh = sharding.make_mesh(device, info.world_size)
-    if isinstance(teacher, LiveTeacher):  # a cached teacher has no model to shard
-        sharding.shard_teacher(teacher.model, mesh, cfg.train.precision)
-    sharding.shard_student(forward, forward.student, forward.loss_fn, mesh, cfg.train.precision)
+    sharding.shard_student(forward, forward.student, forward.loss_fn, mesh, precision)
     return forward
 
 

@@ -1,12 +1,14 @@
 """The training run, top to bottom: `train(cfg, out_dir)` = `build_run` -> `fit` -> `finish`.
 
 build_run: run folder, seeds, the task family's Setup (GLUE: fadkd/run/glue.py, causal LM:
-fadkd/run/lm.py), the loss spec and objective, batches, optimizer and schedule, resume, the teacher
-(live or cached, fadkd/teacher/base.py). fit: the loop (one step, log, evaluate, checkpoint, stop on a
-signal). finish: metrics.json and the summary. A run folder gets config.yaml, steps.jsonl (every
-unweighted loss term, lr, grad norm, samples/s), evals.jsonl, metrics.json, student/ (the best student
-by the task's main metric), projections.safetensors and checkpoints/ (`train.resume=true` continues
-bit for bit). Under torchrun every rank runs this (fadkd/run/distributed.py); rank 0 alone writes.
+fadkd/run/lm.py), the loss spec and objective, batches, the teacher (live or cached: fadkd/teacher/setup.py
+loads, shards, evaluates and caches it), optimizer and schedule, resume. fit: the loop (one step, log,
+evaluate, checkpoint, stop on a signal). finish: metrics.json and the summary. A run folder gets
+config.yaml, steps.jsonl (every unweighted loss term, lr, grad norm, samples/s), evals.jsonl, metrics.json,
+student/ (the best student by the task's main metric), projections.safetensors and checkpoints/
+(`train.resume=true` continues bit for bit). Under torchrun every rank runs this (fadkd/run/distributed.py):
+rank 0 alone writes, and every rank calls each evaluation (rank 0 runs it; under fsdp every rank does, since a
+sharded forward needs them all).
 """
 
 import json
@@ -29,7 +31,7 @@ from fadkd.losses.spec import LossSpec, records_attention, uses_teacher
 from fadkd.models import attention
 from fadkd.report.runs import overrides_of
 from fadkd.report.summary import print_summary, resume_command
-from fadkd.run import distributed
+from fadkd.run import distributed, sharding
 from fadkd.run.checkpoint import TrainState, save_checkpoint
 from fadkd.run.folder import prepare_run_dir, run_metrics
 from fadkd.run.glue import prepare_glue
@@ -43,6 +45,7 @@ from fadkd.run.sharded_checkpoint import load_sharded, save_sharded
 from fadkd.run.step import StepParts, StudentLoss, build_optimizer, staged_lr, train_step
 from fadkd.run.strategy import check_strategy, distribute, save_student
 from fadkd.teacher.base import Teacher
+from fadkd.teacher.setup import Ranks, score_teacher, set_up_teacher
 
 console = make_console()  # no hard wraps, full-width tables in a log file
 
@@ -73,17 +76,10 @@ class Run:
     seen: int = 0  # training samples over every rank
     started: float = 0.0
 
-    @property
-    def evaluates(self) -> bool:
-        """Whether this rank evaluates: rank 0, or every rank when sharded (each must join the forwards)."""
-        return self.dist.is_main or self.sharded
-
-    def evaluate(self) -> dict[str, float] | None:
-        """The student's dev metrics (rank 0's, on every rank that evaluates; None elsewhere)."""
-        if not self.evaluates:
-            return None
-        metrics = self.setup.evaluate(self.setup.student, self.setup.student_tok)
-        return distributed.broadcast(metrics, self.dist) if self.sharded else metrics
+    def evaluate(self) -> dict[str, float]:
+        """The student's dev metrics, rank 0's on every rank; every rank calls it (fsdp: every rank runs it)."""
+        s = self.setup
+        return distributed.on_ranks(lambda: s.evaluate(s.student, s.student_tok), self.dist, self.sharded)
 
     def save_student(self) -> None:
         s = self.setup
@@ -110,6 +106,7 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
     device = distributed.resolve_device(cfg.train.device)
     sharded = check_strategy(cfg, distributed.launched(), device, console.print)  # train.strategy=fsdp, torchrun
     dist, device = distributed.setup(device)
+    ranks = Ranks(dist, sharding.make_mesh(device, dist.world_size) if sharded else None, cfg.train.precision)
     out_dir = distributed.broadcast(out_dir, dist)  # rank 0's run folder is the run's
     console.quiet = not dist.is_main
     if dist.is_main:
@@ -123,20 +120,21 @@ def build_run(cfg: Config, out_dir: Path) -> Run:
     attn = attention.NAME if records_attention(cfg) else None  # None: transformers' default (SDPA)
     prepare = prepare_lm if is_lm_task(cfg.task.name) else prepare_glue
     setup = prepare(cfg, attn, device, uses_teacher(cfg), out_dir)
+    if setup.teacher is not None and setup.teacher.scored_first:  # a causal LM's, loaded with the student
+        score_teacher(setup.teacher, None, ranks, out_dir, console.print)
     spec, loss_fn = objective(cfg, setup, device)
     sampler, loader, batches_per_epoch = batches(cfg, setup, dist, local_batch)  # this rank's share of each batch
     task_steps = cfg.train.max_steps if cfg.train.max_steps >= 0 else cfg.train.epochs * batches_per_epoch
     stage1 = cfg.loss.intermediate_epochs * batches_per_epoch  # feature_schedule=staged: β, γ, δ alone first
 
-    # The teacher: rank 0 first (it writes the cache that the others then read).
-    evaluate = setup.evaluate if dist.is_main else (lambda model, tok: None)
-    teacher = distributed.rank0_first(lambda: setup.make_teacher(spec, evaluate), dist)
-    teacher_metrics = setup.teacher_metrics if setup.teacher_metrics is not None else getattr(teacher, "metrics", None)
+    # The teacher, live or cached (fadkd/teacher/setup.py): fsdp shards it at once, and every rank joins its forwards.
+    teacher, teacher_metrics = set_up_teacher(setup.teacher, spec, ranks, out_dir, console.print)
+    setup.teacher = None  # a cached or only scored teacher's model goes with it
     if found is None:  # a resumed run has both fits in its checkpoint
         fit_on_first_batch(cfg, setup, spec, loss_fn, teacher, device)
 
     # DDP copies or FSDP shards (then the optimizer, over the shards), the schedule, resume.
-    forward = distribute(StudentLoss(setup.student, loss_fn, spec.student_layers), teacher, cfg, dist, device, sharded)
+    forward = distribute(StudentLoss(setup.student, loss_fn, spec.student_layers), dist, ranks.mesh, ranks.precision)
     student = setup.student
     named_params = [(n, p) for n, p in [*student.named_parameters(), *loss_fn.named_parameters()] if p.requires_grad]
     optimizer = build_optimizer(
@@ -201,7 +199,7 @@ def fit(run: Run) -> None:
                 end_of_epoch = state.batch_in_epoch == run.batches_per_epoch
                 scheduled = cfg.train.eval_every > 0 and state.step % cfg.train.eval_every == 0
                 evaluated = scheduled or end_of_epoch or state.step == run.total_steps
-                if evaluated and run.evaluates:
+                if evaluated:
                     evaluate_and_keep_best(run, log, progress.console)
                 if end_of_epoch:
                     state.epoch, state.batch_in_epoch = state.epoch + 1, 0
@@ -219,12 +217,12 @@ def fit(run: Run) -> None:
                     sys.exit(interrupts.exit_code)
                 if state.step >= run.total_steps or end_of_epoch:
                     break
-    if run.total_steps == 0 and run.evaluates:  # train.max_steps=0: the student as it starts
+    if run.total_steps == 0:  # train.max_steps=0: the student as it starts
         state.best = run.last = run.evaluate()
         log.log_eval(0, run.last)
         if cfg.train.save_student:
             run.save_student()
-    elif run.last is None and run.evaluates:  # resumed from the last step's checkpoint: nothing evaluated yet
+    elif run.last is None:  # resumed from the last step's checkpoint: nothing evaluated yet
         run.last = run.evaluate()
     log.close()
 

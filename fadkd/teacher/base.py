@@ -4,8 +4,7 @@ A teacher gives the frozen model's Outputs for a training batch, and its dev met
 set-up. Two implementations serve GLUE and causal LMs alike: `LiveTeacher` runs the model (keeping
 only the layers the loss spec asks for), `CachedTeacher` reads a teacher cache (fadkd/teacher/cache.py,
 fadkd/teacher/lm_cache.py: both answer `outputs(indices, mask, device)` and hold a `meta` record).
-Loading, evaluating and caching happen in set-up (fadkd/teacher/glue.py, fadkd/run/lm.py), never in
-the loop.
+Loading, sharding, evaluating and caching happen in set-up (fadkd/teacher/setup.py), never in the loop.
 """
 
 from typing import Protocol

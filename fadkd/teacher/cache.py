@@ -273,12 +273,7 @@ def _write(tmp, lengths, cfg, teacher, rows, collator, layers, shape, num_labels
         k: new_map(tmp / f"attn_{k}.bin", np.int16, int(square_offsets[-1]) * heads) for k in sorted(layers.attentions)
     }
     logits = np.zeros((len(rows), num_labels), dtype=np.float32)
-    order = sorted(range(len(rows)), key=lambda i: -lengths[i])
-    teacher.eval()
-    for start in range(0, len(order), batch_size):
-        chunk = order[start : start + batch_size]
-        batch = collator([rows[i] for i in chunk]).to(device)
-        out = run_model(teacher, batch.teacher, layers)
+    for chunk, out in teacher_passes(teacher, rows, lengths, collator, layers, batch_size, device):
         for b, i in enumerate(chunk):
             n = lengths[i]
             logits[i] = out.logits[b].float().cpu().numpy()
@@ -292,3 +287,20 @@ def _write(tmp, lengths, cfg, teacher, rows, collator, layers, shape, num_labels
         flat.flush()
     del hidden_maps, attn_maps
     np.save(tmp / "logits.npy", logits)
+
+
+def teacher_passes(teacher, rows: list[dict], lengths: list[int], collator, layers: Layers, batch_size: int, device):
+    """The teacher's Outputs over `rows`, longest first, a batch at a time: (row indices, outputs)."""
+    order = sorted(range(len(rows)), key=lambda i: -lengths[i])
+    teacher.eval()
+    for start in range(0, len(order), batch_size):
+        chunk = order[start : start + batch_size]
+        yield chunk, run_model(teacher, collator([rows[i] for i in chunk]).to(device).teacher, layers)
+
+
+@torch.no_grad()
+def join_cache_build(teacher, rows: list[dict], collator, layers: Layers, batch_size: int, device) -> None:
+    """build_cache's forwards on another rank of a sharded teacher (each gathers shards from every rank); no writes."""
+    lengths = [int(collator([row]).student["attention_mask"].sum()) for row in rows]
+    for _ in teacher_passes(teacher, rows, lengths, collator, layers, batch_size, device):
+        pass

@@ -1,4 +1,5 @@
-"""Set-up of a GLUE run's teacher: alignment checks, the cache key, loading, dev metrics, the cache."""
+"""What a GLUE run's teacher set-up (fadkd/teacher/setup.py) needs from the task family: the alignment check,
+the cache key, loading the classifier, its dev metrics and its cache."""
 
 import hashlib
 import json
@@ -11,8 +12,7 @@ from fadkd.losses.spec import LossSpec
 from fadkd.models import attention
 from fadkd.models.capture import Layers
 from fadkd.models.load import check_max_length, count_parameters, load_classifier
-from fadkd.teacher.base import CachedTeacher, LiveTeacher
-from fadkd.teacher.cache import CacheError, build_cache, open_cache, teacher_fingerprint
+from fadkd.teacher.cache import CacheError, build_cache, join_cache_build, open_cache, teacher_fingerprint
 
 
 def _rows_hash(rows: list[dict]) -> str:
@@ -62,39 +62,65 @@ def check_alignment(collator, rows: list[dict], limit: int = ALIGNMENT_ROWS) -> 
         ) from None
 
 
-def glue_teacher(cfg: Config, spec: LossSpec, task, shape, collator, train_rows, dev_rows, device, evaluate, log):
-    """The teacher of a GLUE run: read from its cache, or loaded, evaluated on dev (and cached when asked).
+class GlueTeacher:
+    """A GLUE run's teacher for fadkd/teacher/setup.py: a classifier, its dev metrics, the classifier cache.
 
-    `evaluate(model, tokenizer)` gives dev metrics. Raises before any teacher work when the tokenizers
-    cannot align the position-wise terms, or when the cache cannot hold what the terms read.
+    `evaluate(model, tokenizer)` gives dev metrics (fadkd/eval/glue.py on the run's dev rows).
     """
-    if collator.table is not None:  # tokenizers that differ: refuse before any teacher work, not at step 1
-        check_alignment(collator, train_rows)
-    maps = spec.attention  # δ reads maps (or query/key/value)
-    if cfg.cache.enabled and maps and spec.choice.attn == "relations":
-        raise CacheError(
-            "cache.enabled=true with loss.attn=relations: the teacher cache stores hidden states and attention "
-            "maps, not the query/key/value that relations compare; set cache.enabled=false (the live teacher) "
-            "or loss.attn=maps"
-        )
-    stored = spec.cached_layers
-    if cfg.cache.enabled:
-        components = cache_components(cfg, collator, train_rows, dev_rows, stored)
-        folder, cache = open_cache(cfg.cache, components)
-        if cache is not None:
-            log(f"teacher cache: reading {folder}")
-            return CachedTeacher(cache, cache.meta["teacher_dev"], device)
-    attn = attention.NAME if maps or (cfg.cache.enabled and spec.pairs) else None
-    with torch.random.fork_rng():  # loading a teacher (e.g. a fresh head) leaves the run's RNG alone
-        model = load_classifier(cfg.teacher, "teacher", task.num_labels, len(collator.teacher_tok), attn)
-    model.to(device).eval().requires_grad_(False)
-    check_max_length(model, cfg.task.max_length, "teacher")
-    metrics = evaluate(model, collator.teacher_tok)
-    if not cfg.cache.enabled:
-        return LiveTeacher(model, spec.teacher_layers, metrics)
-    record = {"teacher_dev": metrics, "teacher_params": count_parameters(model)}
-    cache = build_cache(
-        folder, components, cfg.cache, model, train_rows, collator, stored, shape,
-        task.num_labels, cfg.train.eval_batch_size, device, record, log,
-    )  # fmt: skip
-    return CachedTeacher(cache, metrics, device)  # the loop reads the cache from here on
+
+    trains, scored_first = True, False  # loaded once the loss spec says how (attention maps, the cache key)
+
+    def __init__(self, cfg: Config, task, shape: dict, collator, train_rows, dev_rows, evaluate, device, log):
+        self.cfg, self.task, self.shape, self.collator = cfg, task, shape, collator
+        self.train_rows, self.dev_rows, self._evaluate = train_rows, dev_rows, evaluate
+        self.device, self.log = device, log
+        self.cached, self._key = cfg.cache.enabled, None
+        self.model = self.metrics = None
+
+    def check(self, spec: LossSpec) -> None:
+        """Tokenizers that cannot align the position-wise terms; a cache asked for what it does not store."""
+        if self.collator.table is not None:  # tokenizers that differ: refused before any teacher work, not at step 1
+            check_alignment(self.collator, self.train_rows)
+        if self.cached and spec.attention and spec.choice.attn == "relations":
+            raise CacheError(
+                "cache.enabled=true with loss.attn=relations: the teacher cache stores hidden states and attention "
+                "maps, not the query/key/value that relations compare; set cache.enabled=false (the live teacher) "
+                "or loss.attn=maps"
+            )
+
+    def load(self, spec: LossSpec):
+        attn = attention.NAME if spec.attention or (self.cached and spec.pairs) else None
+        with torch.random.fork_rng():  # loading a teacher (e.g. a fresh head) leaves the run's RNG alone
+            vocab = len(self.collator.teacher_tok)
+            model = load_classifier(self.cfg.teacher, "teacher", self.task.num_labels, vocab, attn)
+        model.to(self.device)
+        check_max_length(model, self.cfg.task.max_length, "teacher")
+        return model
+
+    def evaluate(self, model) -> dict[str, float]:
+        return self._evaluate(model, self.collator.teacher_tok)
+
+    def record(self, out_dir) -> None:
+        """Nothing beyond metrics.json."""
+
+    def _components(self, spec: LossSpec) -> dict:
+        if self._key is None:  # once, before the teacher runs: a tokenizer's serialised state changes with use
+            self._key = cache_components(self.cfg, self.collator, self.train_rows, self.dev_rows, spec.cached_layers)
+        return self._key
+
+    def open_cache(self, spec: LossSpec):
+        return open_cache(self.cfg.cache, self._components(spec))
+
+    def stored_metrics(self, cache) -> dict:
+        return cache.meta["teacher_dev"]  # measured when the cache was built
+
+    def build_cache(self, folder, model, spec: LossSpec, metrics):
+        record = {"teacher_dev": metrics, "teacher_params": count_parameters(model)}
+        return build_cache(
+            folder, self._components(spec), self.cfg.cache, model, self.train_rows, self.collator, spec.cached_layers,
+            self.shape, self.task.num_labels, self.cfg.train.eval_batch_size, self.device, record, self.log,
+        )  # fmt: skip
+
+    def join_cache_build(self, model, spec: LossSpec) -> None:
+        b = self.cfg.train.eval_batch_size
+        join_cache_build(model, self.train_rows, self.collator, spec.cached_layers, b, self.device)

@@ -50,8 +50,7 @@ from fadkd.losses.kd import KL_FAMILY, TopK
 from fadkd.models.capture import Layers, Outputs, run_model
 from fadkd.models.load import count_parameters
 from fadkd.teacher import cache as store
-from fadkd.teacher.base import CachedTeacher
-from fadkd.teacher.cache import DTYPES, CacheError, cache_key, open_cache, teacher_fingerprint
+from fadkd.teacher.cache import DTYPES, CacheError, cache_key, teacher_fingerprint
 
 FORMAT = "lm-topk-1"
 
@@ -238,12 +237,8 @@ def _build(tmp, folder, components, cfg, teacher, rows, pad_id, layers, shape, b
             )
         return x.cpu().contiguous().view(torch.int16).reshape(-1).numpy()
 
-    teacher.eval()
     started = time.perf_counter()
-    for start in range(0, len(rows), batch_size):
-        chunk = range(start, min(start + batch_size, len(rows)))
-        inputs = {k_: v.to(device) for k_, v in pad_blocks([rows[i]["input_ids"] for i in chunk], pad_id).items()}
-        out = run_model(teacher, inputs, layers)
+    for chunk, out in teacher_passes(teacher, rows, pad_id, layers, batch_size, device):
         ids, logp, tail = topk_of(out.logits[..., :vocab], k, temperature)
         for b, i in enumerate(chunk):
             n, first = lengths[i], int(offsets[i])
@@ -284,19 +279,17 @@ def _commit(tmp: Path, folder: Path, meta: dict) -> LmTeacherCache:
     return LmTeacherCache(folder)
 
 
-def cached_lm_teacher(
-    cfg: Config, teacher, tok, rows: list[dict], layers: Layers, shape: dict, vocab: int, metrics: dict | None,
-    device: torch.device, log=print,
-) -> CachedTeacher:  # fmt: skip
-    """Open the cache for this run's key, or build it with `teacher` first."""
-    components = lm_cache_components(cfg, tok, rows, layers, vocab)
-    folder, cache = open_cache(cfg.cache, components, reader=LmTeacherCache)
-    if cache is not None:
-        log(f"teacher cache: reading {folder}")
-    else:  # the teacher's one pass: its time is in meta.json (build_seconds) and the run's wall time
-        cache = build_lm_cache(
-            folder, components, cfg, teacher, rows, tok.pad_token_id, layers, shape, cfg.train.eval_batch_size,
-            device, log,
-        )  # fmt: skip
-        log(f"teacher cache: built in {cache.meta['build_seconds']:.0f} s")
-    return CachedTeacher(cache, metrics, device)
+def teacher_passes(teacher, rows: list[dict], pad_id: int, layers: Layers, batch_size: int, device):
+    """The teacher's Outputs over the training blocks in order, a batch at a time: (block indices, outputs)."""
+    teacher.eval()
+    for start in range(0, len(rows), batch_size):
+        chunk = range(start, min(start + batch_size, len(rows)))
+        inputs = {k: v.to(device) for k, v in pad_blocks([rows[i]["input_ids"] for i in chunk], pad_id).items()}
+        yield chunk, run_model(teacher, inputs, layers)
+
+
+@torch.no_grad()
+def join_lm_cache_build(teacher, rows: list[dict], pad_id: int, layers: Layers, batch_size: int, device) -> None:
+    """build_lm_cache's forwards on another rank of a sharded teacher (each gathers shards from every rank)."""
+    for _ in teacher_passes(teacher, rows, pad_id, layers, batch_size, device):
+        pass
