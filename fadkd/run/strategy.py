@@ -41,9 +41,10 @@ def check_strategy(cfg, info: distributed.Dist, device: torch.device, log) -> bo
         )
     if fsdp and cfg.loss.balance == "gradnorm":
         raise FadkdError(
-            "loss.balance=gradnorm measures each term's gradient with a backward of its own down to the shared "
-            "student layer, and FSDP2 gathers and frees each block's parameters once per backward: the later "
-            "measurements read freed shards. Use train.strategy=ddp, or loss.balance=magnitude with fsdp"
+            "loss.balance=gradnorm takes a backward of its own per term down to the shared student layer, which "
+            "train.strategy=fsdp does not support (FSDP2 gathers and frees each block's parameters around one "
+            "backward a step; a 2-process run gave other factors than one process). Use train.strategy=ddp, or "
+            "loss.balance=magnitude with fsdp"
         )
     return fsdp
 
