@@ -10,6 +10,7 @@ from conftest import ROOT
 
 SCRIPT = ROOT / "bench" / "gpu" / "run.sh"
 SPEED_METHODS = {"floor", "floor_fused", "fadkd_full", "fadkd_full_protocol_adamw", "fadkd_cached"}
+VARIANTS = {"fadkd_contrast", "fadkd_dkd", "fadkd_magnitude", "fadkd_gradnorm"}  # one term added or changed each
 PEERS = {"textbrewer", "torchdistill"}
 
 
@@ -52,7 +53,7 @@ def test_dry_run_speed_table(dry_run):
         assert field in page, field
     records = _jsonl(tmp / "results" / "speed_gpu.jsonl")
     peers = {p for p in PEERS if (ROOT / f".venv-{p}" / "bin" / "python").exists()}  # `make bench-peers`
-    assert {r["method"] for r in records} == SPEED_METHODS | peers
+    assert {r["method"] for r in records} == SPEED_METHODS | VARIANTS | peers
     for r in records:
         assert (r["device"], r["dtype"], r["steps"], r["weights"]) == ("cpu", "bf16", 3, "random (from config.json)")
         assert math.isfinite(r["median_step_s"]) and r["median_step_s"] > 0 and math.isfinite(r["ratio_vs_floor"])

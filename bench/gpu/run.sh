@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The GPU run (issue 26, part 7): on one CUDA GPU, under 9 minutes (BUDGET=540 s), no network:
-#   1. speed: bench/speed.py --device cuda --dtype bf16 (FLOOR, fadkd full, fadkd cached, TextBrewer,
+#   1. speed: bench/speed.py --device cuda --dtype bf16 (FLOOR, fadkd full, fadkd cached, each new term, TextBrewer,
 #      torchdistill on the protocol's step; bf16 = autocast, bench/common.py) -> bench/results/speed_gpu.md, .jsonl
 #   2. lm: scripts/lm_table.sh (`make lm-table`: natural text, STEPS=1000 x BATCH=8 x BLOCK=128 = 1,024,000
 #      training tokens per trained row, SEEDS="42 43" for kd_only and full) with train.device=cuda
