@@ -21,11 +21,12 @@ SLOW = {"recipe_contrast", "kd_only_dkd"}  # recipe_balanced runs in the fast su
 @pytest.mark.parametrize("experiment", [pytest.param(e, marks=[pytest.mark.slow] if e in SLOW else []) for e in CASES])
 def test_experiment_trains_from_the_cli(experiment, tmp_path):
     extra, logged, formula = CASES[experiment]
-    run_cli("train", f"experiment={experiment}", *TINY_RECIPE, *FAST, *extra, f"hydra.run.dir={tmp_path}")
+    done = run_cli("train", f"experiment={experiment}", *TINY_RECIPE, *FAST, *extra, f"hydra.run.dir={tmp_path}")
     rows = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert rows and all(math.isfinite(r["loss"]) and math.isfinite(r[logged]) for r in rows if logged in r)
     assert any(logged in r for r in rows)
     assert formula in json.loads((tmp_path / "metrics.json").read_text())["loss_formula"]
+    assert formula in done.stdout  # printed too: rich took "[balance=...]" for markup and dropped it
     if experiment == "recipe_balanced":
         run_cli("plot", str(tmp_path))
         assert (tmp_path / "plots" / "balance.png").is_file()
@@ -34,7 +35,7 @@ def test_experiment_trains_from_the_cli(experiment, tmp_path):
 def test_gradnorm_trains_from_the_cli_and_is_documented(tmp_path):
     """loss.balance=gradnorm on the tiny models: its factors logged and finite, named in the formula and in
     `fadkd train --help`, drawn by `fadkd plot`."""
-    run_cli("train", "loss.balance=gradnorm", "train.num_threads=1", *FAST, f"hydra.run.dir={tmp_path}")
+    done = run_cli("train", "loss.balance=gradnorm", "train.num_threads=1", *FAST, f"hydra.run.dir={tmp_path}")
     rows = [json.loads(line) for line in (tmp_path / "steps.jsonl").read_text().splitlines()]
     assert len(rows) == 4
     for name in ("kd", "cos", "mse", "attn"):
@@ -42,6 +43,7 @@ def test_gradnorm_trains_from_the_cli_and_is_documented(tmp_path):
     assert "balance_ce" not in rows[0]  # the reference keeps its weight
     formula = json.loads((tmp_path / "metrics.json").read_text())["loss_formula"]
     assert "[balance=gradnorm: each term × ‖∇z ce‖ / ‖∇z term‖, z = student hidden_states[0]" in formula
+    assert formula in " ".join(done.stdout.split())
     run_cli("plot", str(tmp_path))
     assert (tmp_path / "plots" / "balance.png").is_file()
     assert "none | magnitude | gradnorm" in run_cli("train", "--help").stdout

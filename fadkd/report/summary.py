@@ -16,6 +16,7 @@ from pathlib import Path
 import torch
 from omegaconf import OmegaConf
 from rich.console import Console
+from rich.markup import escape
 from rich.table import Table
 from transformers import AutoModelForSequenceClassification, AutoTokenizer
 from transformers.utils import logging as hf_logging
@@ -258,7 +259,7 @@ def print_summary(metrics: dict, out_dir: Path, overrides: list[str], console: C
     console.print(f"main metric: {metrics['main_metric']}   train time: {metrics.get('train_seconds', 0):.1f} s")
     files = ("config.yaml", "metrics.json", "steps.jsonl", "evals.jsonl", "student", "tensorboard")
     found = [f + ("/" if (out_dir / f).is_dir() else "") for f in files if (out_dir / f).exists()]
-    console.print(f"files in [bold]{out_dir}[/]: {'  '.join(found)}", highlight=False, soft_wrap=True)
+    console.print(f"files in [bold]{escape(str(out_dir))}[/]: {'  '.join(found)}", highlight=False, soft_wrap=True)
     console.print("next:", highlight=False)
     for command in next_commands(out_dir, overrides):
-        console.print(f"  {command}", highlight=False, soft_wrap=True)
+        console.print(f"  {escape(command)}", highlight=False, soft_wrap=True)

@@ -7,6 +7,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from rich.markup import escape
 from torch.utils.data import DataLoader
 
 from fadkd.config.schema import Config
@@ -88,7 +89,7 @@ def objective(cfg: Config, setup: Setup, device) -> tuple[LossSpec, DistillLoss]
         shared_projection=cfg.loss.shared_projection,
         choice=spec.choice,
     ).to(device)
-    console.print(f"[bold]{loss_fn}")
+    console.print(f"[bold]{escape(str(loss_fn))}")  # "[balance=...]" is not markup
     if schedule := spec.describe_schedule():
         console.print(schedule)
     if spec.pairs:
