@@ -17,7 +17,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from glue_suite import LABELS, best_kd_data, machine, main_metric, paired_differences  # scripts/ is on sys.path
+from glue_suite import LABELS, best_kd_data, machine, main_metric, paired_differences, scored  # scripts/ is on sys.path
 
 TASKS = ("sst2", "mrpc", "cola")
 KD_ROWS = ("kd_only", "kd_only_long", "kd_only_data", "kd_only_data_long")
@@ -31,7 +31,7 @@ def read_lines(jsonl: Path, out: str) -> list[dict]:
 
 
 def row_mean(lines: list[dict], task: str, row: str) -> list[float]:
-    return [100 * x["metrics"][main_metric(task)] for x in lines if x["task"] == task and x["row"] == row]
+    return [100 * scored(x)[main_metric(task)] for x in lines if x["task"] == task and x["row"] == row]
 
 
 def cell(values: list[float]) -> str:
@@ -107,8 +107,9 @@ def main() -> None:
         f"- commit: `{head}` (each run's own commit is in its line); machine: {machine()}",
         f"- date: {datetime.now(timezone.utc):%Y-%m-%d %H:%M UTC}",
         "",
-        "Dev ×100 after the last epoch, mean ± std over seeds (n in the per-task tables); "
-        "% of teacher: the mean over the three tasks of row / teacher.",
+        "Dev ×100 after the last epoch, mean ± std over seeds (n in the per-task tables); the teacher: its saved "
+        "checkpoint, the one that taught (its best dev step); % of teacher: the mean over the three tasks of "
+        "row / teacher.",
         "",
         *table(lines, rows),
         "",

@@ -223,6 +223,8 @@ def test_shrink_summary_bar_is_the_three_task_mean_of_paired_differences(tmp_pat
         }
 
     lines = [line(t, "teacher", 42, 0.8) for t in metric]
+    # The teacher that teaches is its saved (best dev) checkpoint: the ratio and its row read best_metrics.
+    lines[2] |= {"metrics": {"matthews_correlation": 0.75}, "best_metrics": {"matthews_correlation": 0.8}}
     for task, gain in (("sst2", 0.01), ("mrpc", 0.02), ("cola", 0.03)):
         for seed in (42, 43):
             lines += [line(task, "student_alone", seed, 0.70), line(task, "recipe_data", seed, 0.70 + gain)]
@@ -239,6 +241,7 @@ def test_shrink_summary_bar_is_the_three_task_mean_of_paired_differences(tmp_pat
     assert (
         "| recipe + teacher-labelled data |  |  | 71.00 ± 0.00 | 72.00 ± 0.00 | 73.00 ± 0.00 | 72.00 | 90.0 |" in text
     )
+    assert "| 80.00 | 80.00 | 80.00 | 80.00 | – |" in text  # the teacher's row
 
 
 def test_term_magnitudes_average_each_term_in_its_own_stage(suite, tmp_path):
