@@ -33,9 +33,10 @@ def _run(tmp: Path, verb: str = "train", name: str = "run") -> str:
 
 
 def _stopped_early(tmp: Path) -> str:
-    """A run folder left by a run stopped before its first checkpoint: config.yaml, no checkpoints/."""
+    """A run folder left by a run stopped before its first checkpoint: config.yaml, steps logged, no checkpoints/."""
     (tmp / "early").mkdir()
     (tmp / "early" / "config.yaml").write_text("train: {}\n")
+    (tmp / "early" / "steps.jsonl").write_text('{"step": 1, "loss": 1.0}\n')
     return f"hydra.run.dir={tmp / 'early'}"
 
 

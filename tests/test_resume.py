@@ -13,6 +13,8 @@ from conftest import ROOT, run_cli
 from omegaconf import OmegaConf
 from safetensors.torch import load_file
 
+from fadkd.config.choices import ModelInit
+from fadkd.config.model import ModelConfig
 from fadkd.config.schema import Config, LossConfig, TaskConfig, TrainConfig
 from fadkd.errors import FadkdError
 from fadkd.losses.distill import FUNCTIONS
@@ -103,6 +105,20 @@ def test_run_folder_holding_another_run_is_refused(tmp_path):
         train(cfg, tmp_path)
     cfg.train.overwrite = True
     assert train(cfg, tmp_path)["steps"] == 1
+
+
+def test_a_folder_left_by_a_refused_config_does_not_block_the_corrected_run(tmp_path):
+    """A config refused while the run is built (here: a layer the teacher lacks) leaves config.yaml; the corrected
+    command starts there without train.overwrite=true, and train.resume=true is told there is nothing to resume."""
+    task = TaskConfig(data_dir="sample", max_train_samples=8, max_eval_samples=8)
+    student = ModelConfig("from-teacher", init=ModelInit.from_teacher, keep_layers=[0, 9])
+    bad = Config(task=task, student=student, train=TrainConfig(max_steps=1, batch_size=8))
+    with pytest.raises(FadkdError, match="out of range"):
+        train(bad, tmp_path)
+    assert (tmp_path / "config.yaml").is_file()
+    with pytest.raises(FadkdError, match="start without train.resume"):
+        train(Config(task=task, train=TrainConfig(max_steps=1, batch_size=8, resume=True)), tmp_path)
+    assert train(Config(task=task, train=TrainConfig(max_steps=1, batch_size=8)), tmp_path)["steps"] == 1
 
 
 def test_resume_without_checkpoints_says_so(tmp_path):

@@ -44,6 +44,8 @@ def prepare_run_dir(out_dir: Path, cfg: Config) -> None:
         raise RunDirError(f"{out_dir} is a file, not a folder; choose another hydra.run.dir") from None
     lock_run_dir(out_dir)
     found = [name for name in (*RUN_FILES, "checkpoints") if (out_dir / name).exists()]
+    if not _trained(out_dir, found):  # what a run refused before its first step leaves: nothing to lose
+        found = []
     restartable = any((out_dir / "checkpoints").glob("step-*"))
     if resume and not restartable:
         again = "start it again with train.overwrite=true" if found else "start without train.resume"
@@ -68,6 +70,14 @@ def prepare_run_dir(out_dir: Path, cfg: Config) -> None:
     if resume and (out_dir / "config.yaml").is_file():
         check_same_settings(out_dir, OmegaConf.load(out_dir / "config.yaml"), OmegaConf.create(text), resume)
     (out_dir / "config.yaml").write_text(text)
+
+
+def _trained(out_dir: Path, found: list[str]) -> bool:
+    """Whether the folder holds more than a config.yaml and empty logs: a config refused while the run was being
+    built (a layer out of range, a missing file) leaves those, and the corrected command must not need
+    train.overwrite=true to start."""
+    left = [out_dir / name for name in found if name != "config.yaml"]
+    return any(path.is_dir() or path.stat().st_size > 0 for path in left)
 
 
 _LOCKS: dict[Path, int] = {}  # run folders this process holds: file descriptors kept open until exit
