@@ -14,6 +14,12 @@ WARNED = {
     "relation-heads-unused": (dict(loss=LossConfig(relation_heads=2)), "loss.relation_heads=2 is not used"),
     "feature-until-unused": (dict(loss=LossConfig(feature_until=0.5)), "loss.feature_until=0.5 is not used"),
     "temperature-unused": (dict(loss=LossConfig(alpha=0, temperature=4.0)), "loss.temperature=4.0 is not used"),
+    "dkd-beta-unused": (dict(loss=LossConfig(dkd_beta=4.0)),
+                        "loss.dkd_beta=4.0 is not used: it applies only with loss.kd=dkd"),
+    "contrast-queue-unused": (dict(loss=LossConfig(contrast_queue=64)),
+                              "loss.contrast_queue=64 is not used: it applies only with loss.contrast > 0"),
+    "kd-form-on-regression": (dict(task=TaskConfig(name="stsb", data_dir="sample"), loss=LossConfig(kd="dkd")),
+                              "loss.kd=dkd is not used: stsb is a regression task"),
     "stage-longer-than-run": (
         dict(loss=LossConfig(feature_schedule="staged", intermediate_epochs=50), train=TrainConfig(epochs=1)),
         "loss.intermediate_epochs=50 is longer than train.epochs=1: the run trains 50 epoch(s) of β, γ, δ alone, "
@@ -37,6 +43,8 @@ def test_defaults_and_effective_settings_are_not_warned():
         train=TrainConfig(epochs=3),
     )
     assert config_warnings(used) == []
+    dkd = Config(loss=LossConfig(kd="dkd", dkd_beta=4.0, contrast=1.0, contrast_queue=64))
+    assert config_warnings(dkd) == []
     staged = Config(loss=LossConfig(feature_schedule="staged", intermediate_epochs=2), train=TrainConfig(epochs=3))
     assert config_warnings(staged) == []
 

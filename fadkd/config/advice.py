@@ -9,6 +9,7 @@ import dataclasses
 
 from fadkd.config.choices import AttnTerm, FeatureSchedule, KDTerm
 from fadkd.config.schema import Config
+from fadkd.data.glue_tasks import TASKS, get_task
 
 
 def _default(section, name: str):
@@ -35,10 +36,19 @@ def config_warnings(cfg: Config) -> list[str]:
         ("feature_until", loss.feature_schedule in (FeatureSchedule.constant, FeatureSchedule.staged),
          "loss.feature_schedule=linear or cosine"),
         ("temperature", loss.alpha == 0, "loss.alpha > 0 (the KD term)"),
+        ("dkd_alpha", loss.kd != KDTerm.dkd, "loss.kd=dkd"),
+        ("dkd_beta", loss.kd != KDTerm.dkd, "loss.kd=dkd"),
+        ("contrast_temperature", loss.contrast == 0, "loss.contrast > 0"),
+        ("contrast_queue", loss.contrast == 0, "loss.contrast > 0"),
     ]  # fmt: skip
     for name, unused, needs in inert:
         if unused and _changed(loss, name):
             out.append(f"loss.{name}={getattr(loss, name)} is not used: it applies only with {needs}")
+    if t.name in TASKS and get_task(t.name).is_regression and _changed(loss, "kd"):
+        out.append(
+            f"loss.kd={loss.kd} is not used: {t.name} is a regression task, whose output term is the MSE of the "
+            "student's and the teacher's scores; leave loss.kd out"
+        )
     epochs = cfg.train.epochs if cfg.train.max_steps < 0 else None
     if loss.feature_schedule == FeatureSchedule.staged and epochs is not None and loss.intermediate_epochs > epochs:
         out.append(
