@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun gpu-run quality quality-shrink quality-fast quality-fast-summary
+.PHONY: help install demo test test-slow lint format clean models bench-peers lm-table bench bench-multirun gpu-run quality quality-shrink quality-fast quality-pruned quality-fast-summary
 
 help:  ## list the targets
 	@grep -E '^[a-z-]+:.*## ' $(MAKEFILE_LIST) | awk -F':.*## ' '{printf "  make %-9s %s\n", $$1, $$2}'
@@ -124,6 +124,20 @@ quality-fast: $(STAMP)  ## the fast pair (MiniLM-L6 -> its layers 0,2,5) on TASK
 		--student-extra 'student.keep_layers=[0,2,5]' --student-label "all-MiniLM-L6-v2 fine-tuned on $(FAST_NAME_$(TASK)), its layers 0, 2, 5 (3 of 6)" \
 		--extra train.num_threads=1 $(FAST_EXTRA_$(TASK)) --data-extra $(FAST_DATA_$(TASK)) --no-speed \
 		$(if $(strip $(ROWS)),--rows $(ROWS)) $(if $(strip $(ONLY)),--only $(ONLY)) --md bench/results/quality_shrink_$(TASK).md
+
+# Width-pruned students (issue 27): the same SST-2 setting (8,000 labels + 8,000 teacher-labelled rows), the student
+# pruned from the fine-tuned teacher by activation importance (student=pruned) instead of keeping layers 0, 2, 5.
+# PRUNE: the shape (default all 6 layers, FFN 1536 -> 384: 17.4M, the depth-only student's size; the smaller one:
+# PRUNE='student.prune.heads=6 student.prune.hidden=192 student.prune.ffn=768' PRUNE_NAME=h6w192f768 SEEDS=42).
+PRUNE ?= student.prune.ffn=384
+PRUNE_NAME ?= ffn384
+PRUNE_ROWS ?= student_alone kd_only_data recipe_data
+quality-pruned: $(STAMP)  ## width-pruned students of the fast pair on SST-2 (PRUNE, PRUNE_NAME, SEEDS, ONLY) -> bench/results/quality_pruned_PRUNE_NAME.md
+	$(BIN)/python scripts/glue_suite.py --shrink --tasks sst2 --seeds $(SEEDS) --epochs $(EPOCHS) --data-dir $(GLUE) \
+		--out outputs/pruned_$(PRUNE_NAME) --teacher minilm-l6 --teacher-lr 5e-5 --student pruned \
+		--student-extra $(PRUNE) --student-label "all-MiniLM-L6-v2 fine-tuned on $(FAST_NAME_sst2), pruned in width ($(PRUNE))" \
+		--extra train.num_threads=1 $(FAST_EXTRA_sst2) --data-extra $(FAST_DATA_sst2) --no-speed \
+		--only $(or $(strip $(ONLY)),$(PRUNE_ROWS)) --md bench/results/quality_pruned_$(PRUNE_NAME).md
 
 quality-fast-summary: $(STAMP)  ## SST-2, MRPC and CoLA side by side and the bar, from quality.jsonl -> bench/results/quality_shrink.md
 	$(BIN)/python scripts/shrink_summary.py --out $(FAST_OUT)

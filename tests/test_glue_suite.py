@@ -137,6 +137,34 @@ def test_suite_end_to_end_on_tiny_models(tmp_path):
     assert "$ fadkd " in subprocess.run([*args, "--dry-run"], cwd=ROOT, env=env, capture_output=True, text=True).stdout
 
 
+@pytest.mark.slow
+def test_pruned_students_run_as_a_shrink_suite(tmp_path):
+    """`make quality-pruned`'s form on tiny models: the teacher fine-tuned, then student=pruned rows (alone, KD and
+    the recipe on teacher-labelled rows), each student pruned from that teacher, its report in the run folder."""
+    jsonl = tmp_path / "quality.jsonl"
+    args = [
+        sys.executable, str(SCRIPT), "--shrink", "--tasks", "sst2", "--seeds", "42", "--epochs", "1",
+        "--teacher", "tiny", "--student", "pruned", "--data-dir", str(FIXTURES), "--out", str(tmp_path / "runs"),
+        "--jsonl", str(jsonl), "--md", str(tmp_path / "q.md"), "--student-label", "tiny, pruned in width",
+        "--student-extra", "student.prune.ffn=16", "student.prune.calibration_rows=8",
+        "--extra", "task.max_train_samples=10", "task.max_eval_samples=8", "train.max_steps=2", "train.batch_size=4",
+        "train.num_threads=1", "--data-extra", "task.augment=0", "task.unlabelled_rows=8",
+        "--only", "student_alone", "kd_only_data", "recipe_data", "--no-speed",
+    ]  # fmt: skip
+    env = {**os.environ, "PYTHONWARNINGS": "ignore", "COLUMNS": "200"}
+    proc = subprocess.run(args, cwd=ROOT, env=env, capture_output=True, text=True, timeout=900)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    lines = {x["row"]: x for x in map(json.loads, jsonl.read_text().splitlines())}
+    assert set(lines) == {"teacher", "student_alone", "kd_only_data", "recipe_data"}
+    for row in ("student_alone", "kd_only_data", "recipe_data"):
+        x = lines[row]
+        assert "student=pruned" in x["command"] and "student.prune.ffn=16" in x["command"]
+        assert x["student"] == "tiny, pruned in width" and x["params"] < lines["teacher"]["params"]
+        report = json.loads((tmp_path / "runs" / "sst2" / row / "seed42" / "prune_report.json").read_text())
+        assert report["shape"]["student"]["ffn"] == 16 and report["shape"]["teacher"]["ffn"] == 128
+    assert lines["recipe_data"]["features"] and lines["recipe_data"]["data"] and not lines["kd_only_data"]["features"]
+
+
 def test_resume_command_of_a_finetune_run_uses_finetune(tmp_path):
     """A teacher fine-tuned by the suite prints a resume command that works (report.next_commands)."""
     from fadkd.report.summary import next_commands
