@@ -270,6 +270,8 @@ def test_shrink_summary_bar_is_the_three_task_mean_of_paired_differences(tmp_pat
         "| recipe + teacher-labelled data |  |  | 71.00 ± 0.00 | 72.00 ± 0.00 | 73.00 ± 0.00 | 72.00 | 90.0 |" in text
     )
     assert "| 80.00 | 80.00 | 80.00 | 80.00 | – |" in text  # the teacher's row
+    verdicts = "\n".join(summary.bar(read, ["recipe_data"]))
+    assert "| +2.00 | ≥ +1.5: met so far (a task has 2 seeds: not a claim) |" in verdicts  # 3 seeds make a claim
 
 
 def test_term_magnitudes_average_each_term_in_its_own_stage(suite, tmp_path):
