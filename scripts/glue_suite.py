@@ -350,8 +350,8 @@ def dev_seconds(run: Path, here: str) -> float | None:
 
 def scored(x: dict) -> dict:
     """The metrics a line's table cell shows: a student's after its last epoch; the teacher's of the checkpoint it
-    saved, the one that teaches the students (fadkd keeps the best dev step: on CoLA 25.97 at step 536 of 804,
-    25.12 after the last epoch), so that '% of teacher' is measured against the model that taught."""
+    saved, the one that teaches the students (fadkd keeps the best dev step, which need not be the last), so that
+    '% of teacher' is measured against the model that taught."""
     return x.get("best_metrics") or x["metrics"] if x["row"] == "teacher" else x["metrics"]
 
 
