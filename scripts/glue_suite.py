@@ -352,7 +352,7 @@ def scored(x: dict) -> dict:
     """The metrics a line's table cell shows: a student's after its last epoch; the teacher's of the checkpoint it
     saved, the one that teaches the students (fadkd keeps the best dev step, which need not be the last), so that
     '% of teacher' is measured against the model that taught."""
-    return x.get("best_metrics") or x["metrics"] if x["row"] == "teacher" else x["metrics"]
+    return (x.get("best_metrics") or x["metrics"]) if x["row"] == "teacher" else x["metrics"]
 
 
 def cell(values: list[float]) -> str:

@@ -17,7 +17,7 @@ import subprocess
 from datetime import datetime, timezone
 from pathlib import Path
 
-from glue_suite import LABELS, best_kd_data, machine, main_metric, paired_differences, scored  # scripts/ is on sys.path
+from glue_suite import BEST_KD_DATA, LABELS, machine, main_metric, paired_differences, scored  # scripts/ is on sys.path
 
 TASKS = ("sst2", "mrpc", "cola")
 KD_ROWS = ("kd_only", "kd_only_long", "kd_only_data", "kd_only_data_long")
@@ -44,8 +44,7 @@ def three_task_paired(lines: list[dict], row: str, base: str) -> tuple[str, floa
     """Per task the mean paired difference (seeds), and their mean over the three tasks (None if a task lacks it)."""
     parts, means = [], []
     for task in TASKS:
-        b = best_kd_data(lines, task) if base == "best_kd_data" else base
-        diffs = [d for _, d in paired_differences(lines, task, row, b)]
+        diffs = [d for _, d in paired_differences(lines, task, row, base)]
         parts.append(f"{task} {statistics.fmean(diffs):+.2f} (n={len(diffs)})" if diffs else f"{task} –")
         means.append(statistics.fmean(diffs) if diffs else None)
     total = None if None in means else statistics.fmean(means)
@@ -78,13 +77,12 @@ def bar(lines: list[dict], rows: list[str]) -> list[str]:
     feature_rows = [r for r in rows if r.startswith("recipe") and r.endswith("data")]
     out = ["| comparison | per task (mean of seeds) | 3-task mean | bar |", "|---|---|---|---|"]
     checks = [("recipe_data", "student_alone", 1.5), ("recipe_data", "kd_only", 0.5)]
-    checks += [(r, "best_kd_data", 0.5) for r in feature_rows]
+    checks += [(r, BEST_KD_DATA, 0.5) for r in feature_rows]
     for row, base, need in checks:
         parts, total = three_task_paired(lines, row, base)
-        label = "the better of kd_only_data, kd_only_data_long" if base == "best_kd_data" else base
+        label = "the better of kd_only_data, kd_only_data_long" if base == BEST_KD_DATA else base
         verdict = "–" if total is None else ("met" if total >= need else "not met")
-        fewest = min(len(paired_differences(lines, t, row, best_kd_data(lines, t) if base == "best_kd_data" else base))
-                     for t in TASKS)  # fmt: skip
+        fewest = min(len(paired_differences(lines, t, row, base)) for t in TASKS)
         if total is not None and fewest < 3:  # a claim needs 3 seeds on every task
             verdict += f" so far (a task has {fewest} seed{'s' if fewest > 1 else ''}: not a claim)"
         shown = "–" if total is None else f"{total:+.2f}"

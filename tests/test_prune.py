@@ -239,9 +239,10 @@ def test_the_docs_commands_run_or_compose(tmp_path, monkeypatch, capsys):
     """The tiny commands run verbatim (the fine-tune reads the folder the first one wrote); the real-model ones,
     their placeholders filled, compose into the schema."""
     monkeypatch.chdir(tmp_path)
-    commands = [c for c in _docs_commands() if not c.startswith("make ")]
+    found = _docs_commands()
+    commands = [c for c in found if not c.startswith("make ")]
     assert len(commands) == 5
-    makes = [shlex.split(c, comments=True) for c in _docs_commands() if c.startswith("make ")]
+    makes = [shlex.split(c, comments=True) for c in found if c.startswith("make ")]
     assert len(makes) == 2  # make quality-pruned, its default shape and the smaller one: they compose
     for make in makes:
         done = subprocess.run([*make, "-n"], cwd=ROOT, capture_output=True, text=True)

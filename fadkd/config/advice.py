@@ -9,7 +9,7 @@ import dataclasses
 
 from fadkd.config.choices import AttnTerm, FeatureSchedule, KDTerm
 from fadkd.config.schema import Config
-from fadkd.data.glue_tasks import TASKS, get_task
+from fadkd.data.glue_tasks import TASKS
 
 
 def _default(section, name: str):
@@ -44,7 +44,8 @@ def config_warnings(cfg: Config) -> list[str]:
     for name, unused, needs in inert:
         if unused and _changed(loss, name):
             out.append(f"loss.{name}={getattr(loss, name)} is not used: it applies only with {needs}")
-    if t.name in TASKS and get_task(t.name).is_regression and _changed(loss, "kd"):
+    glue_task = TASKS.get(t.name)
+    if glue_task is not None and glue_task.is_regression and _changed(loss, "kd"):
         out.append(
             f"loss.kd={loss.kd} is not used: {t.name} is a regression task, whose output term is the MSE of the "
             "student's and the teacher's scores; leave loss.kd out"
